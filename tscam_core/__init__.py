@@ -1,0 +1,25 @@
+"""tscam_core: TS-CAM (ICCV 2021) on any timm vision transformer with a class token.
+
+    model = tscam_core.load_model("checkpoints/tscam_fashion.safetensors")
+    image, explanation = tscam_core.explain_file(model, "photo.jpg")
+    result = tscam_core.localize(explanation, class_index, (image.height, image.width), threshold=0.1)
+"""
+
+from .boxes import box_from_map, boxes_from_map, normalize_map, predict_box, upsample_map
+from .checkpoint import ModelInfo, build_model, read_checkpoint, save_checkpoint
+from .errors import CheckpointError, DatasetError, ImageError, TSCAMError
+from .explanation import VARIANT_LABELS, VARIANTS, Explanation, LayerSelection, Variant, select_layers
+from .images import MAX_PIXELS, load_image
+from .loading import load_model
+from .localize import Localization, explain_file, explain_images, localize
+from .model import TSCAM, create_tscam
+from .overlay import COLORMAPS, DrawnBox, overlay
+from .transforms import Preprocess
+
+__all__ = [
+    "COLORMAPS", "MAX_PIXELS", "TSCAM", "VARIANTS", "VARIANT_LABELS", "CheckpointError", "DatasetError",
+    "DrawnBox", "Explanation", "ImageError", "LayerSelection", "Localization", "ModelInfo", "Preprocess",
+    "TSCAMError", "Variant", "box_from_map", "boxes_from_map", "build_model", "create_tscam", "explain_file",
+    "explain_images", "load_image", "load_model", "localize", "normalize_map", "overlay", "predict_box",
+    "read_checkpoint", "save_checkpoint", "select_layers", "upsample_map",
+]

@@ -1,0 +1,208 @@
+"""Checkpoints: this project's safetensors format, official TS-CAM release files, and timm / hub sources.
+
+This project's format is one ``.safetensors`` file whose header metadata holds a JSON
+description (architecture, classes, preprocessing, recipe), so a file alone rebuilds the
+model. Pickled files are only read with ``weights_only=True``: a file that needs code to
+unpickle is refused, never run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from .errors import CheckpointError
+from .model import TSCAM, HeadKind, create_tscam, infer_num_heads
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+
+FORMAT_NAME = "tscam-checkpoint"
+FORMAT_VERSION = 1
+METADATA_KEY = "tscam"
+
+
+@dataclass
+class ModelInfo:
+    """Everything besides the weights that a checkpoint must carry to be used on its own."""
+
+    arch: str
+    num_classes: int
+    timm_kwargs: dict[str, Any] = field(default_factory=dict)
+    head_kind: HeadKind = "conv"
+    class_names: list[str] = field(default_factory=list)
+    preprocess: dict[str, Any] = field(default_factory=lambda: Preprocess((224, 224), (224, 224)).to_config())
+    recipe: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.class_names:
+            self.class_names = [f"class {i}" for i in range(self.num_classes)]
+        if len(self.class_names) != self.num_classes:
+            raise CheckpointError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+
+    @property
+    def transform(self) -> Preprocess:
+        return Preprocess.from_config(self.preprocess)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data.pop("source")
+        return json.dumps({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **data})
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "") -> ModelInfo:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise CheckpointError(f"{source}: the checkpoint's metadata is not valid JSON ({error})") from error
+        if data.pop("format", None) != FORMAT_NAME:
+            raise CheckpointError(f"{source}: not a tscam checkpoint (no '{FORMAT_NAME}' metadata)")
+        version = data.pop("format_version", None)
+        if version != FORMAT_VERSION:
+            raise CheckpointError(f"{source}: checkpoint format version {version}, this tscam reads {FORMAT_VERSION}")
+        known = {f for f in cls.__dataclass_fields__}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known}, source=source)
+        except TypeError as error:
+            raise CheckpointError(f"{source}: incomplete checkpoint metadata ({error})") from error
+
+
+def build_model(info: ModelInfo) -> TSCAM:
+    model = create_tscam(info.arch, info.num_classes, head_kind=info.head_kind, **info.timm_kwargs)
+    model.info = info
+    return model
+
+
+def save_checkpoint(model: TSCAM, info: ModelInfo, path: str | Path) -> Path:
+    """Write weights and metadata to ``path`` atomically: a crash leaves the old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        save_file(tensors, temporary, metadata={METADATA_KEY: info.to_json()})
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[ModelInfo, dict[str, Tensor]]:
+    """Metadata and weights of a tscam ``.safetensors`` file."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            if METADATA_KEY not in metadata:
+                raise CheckpointError(f"{path}: a safetensors file without tscam metadata; "
+                                      "pass it as timm weights (timm:NAME?file=...) instead")
+            info = ModelInfo.from_json(metadata[METADATA_KEY], source=str(path))
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: damaged or not a safetensors file ({error})") from error
+    return info, state
+
+
+def load_state(model: TSCAM, state: dict[str, Tensor], source: str) -> None:
+    """Load weights, naming every key that is missing, unexpected or of another shape."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = [
+        f"{key} (checkpoint {tuple(state[key].shape)}, model {tuple(expected[key].shape)})"
+        for key in sorted(set(expected) & set(state))
+        if tuple(state[key].shape) != tuple(expected[key].shape)
+    ]
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong_shape)):
+        if keys:
+            shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+            problems.append(f"{label}: {shown}")
+    if problems:
+        raise CheckpointError(f"{source} does not fit this model; " + "; ".join(problems))
+    model.load_state_dict(state)
+
+
+def read_torch_file(path: str | Path) -> Any:
+    """``torch.load`` that only accepts tensors and plain containers, with errors that say why."""
+    path = Path(path)
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"{path}: refused, it needs code to unpickle{what}; only weights-only files are loaded"
+        ) from error
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: damaged or truncated checkpoint ({error})") from error
+
+
+def strip_prefix(state: dict[str, Tensor], prefix: str = "module.") -> dict[str, Tensor]:
+    return {key[len(prefix):] if key.startswith(prefix) else key: value for key, value in state.items()}
+
+
+_DEIT_NAMES = {192: "deit_tiny", 384: "deit_small", 768: "deit_base"}
+
+
+def infer_official_info(state: dict[str, Tensor], source: str = "") -> ModelInfo:
+    """Architecture of an official TS-CAM state dict, read from its tensor shapes."""
+    needed = ("pos_embed", "patch_embed.proj.weight", "head.weight")
+    absent = [key for key in needed if key not in state]
+    if absent:
+        raise CheckpointError(f"{source}: not a TS-CAM state dict, it lacks {', '.join(absent)}")
+    head = state["head.weight"]
+    if head.ndim != 4:
+        raise CheckpointError(f"{source}: head.weight has shape {tuple(head.shape)}, TS-CAM's is C x D x 3 x 3")
+    patch_weight = state["patch_embed.proj.weight"]
+    embed_dim = int(patch_weight.shape[0])
+    patch_size = int(patch_weight.shape[-1])
+    depth = len({int(m.group(1)) for key in state if (m := re.match(r"blocks\.(\d+)\.", key))})
+    grid_tokens = int(state["pos_embed"].shape[1]) - 1
+    grid = round(grid_tokens ** 0.5)
+    if grid * grid != grid_tokens:
+        raise CheckpointError(f"{source}: pos_embed has {grid_tokens} patch positions, not a square grid")
+    img_size = grid * patch_size
+    mlp_ratio = state["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim if depth else 4.0
+    kwargs: dict[str, Any] = {}
+    arch = f"{_DEIT_NAMES.get(embed_dim, '')}_patch16_{img_size}"
+    standard = embed_dim in _DEIT_NAMES and patch_size == 16 and img_size in (224, 384) and depth == 12 and mlp_ratio == 4.0
+    if not standard:
+        arch = "vit_base_patch16_224"
+        kwargs = {
+            "embed_dim": embed_dim, "depth": depth, "num_heads": infer_num_heads(embed_dim),
+            "patch_size": patch_size, "img_size": img_size, "mlp_ratio": mlp_ratio,
+            "qkv_bias": "blocks.0.attn.qkv.bias" in state,
+        }
+    return ModelInfo(
+        arch=arch, num_classes=int(head.shape[0]), timm_kwargs=kwargs,
+        preprocess=Preprocess((img_size, img_size), (img_size, img_size), IMAGENET_MEAN, IMAGENET_STD).to_config(),
+        recipe={"origin": "official TS-CAM release"}, source=source,
+    )
+
+
+def official_state_dict(loaded: Any, source: str) -> dict[str, Tensor]:
+    """The state dict inside an official release file (``{'state_dict': ...}``, or bare)."""
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    elif isinstance(loaded, dict) and isinstance(loaded.get("model"), dict):
+        loaded = loaded["model"]
+    if not isinstance(loaded, dict) or not all(isinstance(v, Tensor) for v in loaded.values()):
+        raise CheckpointError(f"{source}: no state dict of tensors found (expected a dict with 'state_dict')")
+    return strip_prefix(loaded)

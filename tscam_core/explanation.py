@@ -1,0 +1,119 @@
+"""What one forward pass of TS-CAM yields, and every map derived from it.
+
+A* (Eq. 6), M_c (Eq. 7) and the ablation variants of Table 5 are computed here and
+nowhere else, from cached tensors, so that changing the layer selection or the variant
+never needs the model again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Union
+
+import torch
+from torch import Tensor
+
+Variant = Literal["tscam", "trans_attention", "trans_cam"]
+VARIANTS: tuple[Variant, ...] = ("tscam", "trans_attention", "trans_cam")
+VARIANT_LABELS: dict[str, str] = {
+    "tscam": "TS-CAM (A* x S_c)",
+    "trans_attention": "TransAttention (A*)",
+    "trans_cam": "TransCAM (S_c)",
+}
+
+#: None (all blocks); k > 0 (the first k blocks); "first:k" / "last:k"; or explicit block indices.
+LayerSelection = Union[None, int, str, Sequence[int]]
+
+
+def select_layers(depth: int, layers: LayerSelection = None) -> list[int]:
+    """Block indices (0-based) chosen by ``layers`` out of ``depth`` blocks."""
+    if layers is None:
+        return list(range(depth))
+    if isinstance(layers, bool):
+        raise TypeError("layers must be a count, 'first:k', 'last:k' or a list of block indices")
+    if isinstance(layers, int):
+        layers = f"first:{layers}"
+    if isinstance(layers, str):
+        where, _, count_text = layers.partition(":")
+        if where not in ("first", "last") or not count_text.strip().lstrip("-").isdigit():
+            raise ValueError(f"layer selection {layers!r} is not 'first:k' or 'last:k'")
+        count = int(count_text)
+        if not 1 <= count <= depth:
+            raise ValueError(f"layer count {count} is outside 1..{depth}")
+        return list(range(count)) if where == "first" else list(range(depth - count, depth))
+    chosen = []
+    for index in layers:
+        if not -depth <= int(index) < depth:
+            raise ValueError(f"block index {index} is outside a {depth}-block model")
+        chosen.append(int(index) % depth)
+    if not chosen:
+        raise ValueError("the layer selection is empty")
+    return sorted(set(chosen))
+
+
+@dataclass
+class Explanation:
+    """Cached outputs of ``TSCAM.explain`` for a batch.
+
+    logits: B x C. layer_attention: B x L x h x w, the class token's attention to the patch
+    tokens in each block, averaged over heads (A^l, Eq. 5). semantic: B x C x h x w (S_c).
+    """
+
+    logits: Tensor
+    layer_attention: Tensor
+    semantic: Tensor
+
+    @property
+    def depth(self) -> int:
+        return self.layer_attention.shape[1]
+
+    @property
+    def batch_size(self) -> int:
+        return self.logits.shape[0]
+
+    def attention(self, layers: LayerSelection = None) -> Tensor:
+        """A*: the mean of the selected blocks' class-token attention, B x h x w (Eq. 6)."""
+        index = select_layers(self.depth, layers)
+        return self.layer_attention[:, index].mean(dim=1)
+
+    def coupled(self, layers: LayerSelection = None) -> Tensor:
+        """M_c = A* (x) S_c for every class, B x C x h x w (Eq. 7)."""
+        return self.attention(layers).unsqueeze(1) * self.semantic
+
+    def maps(self, variant: Variant = "tscam", layers: LayerSelection = None, classes: Tensor | None = None) -> Tensor:
+        """Localization maps of one variant, B x K x h x w, for ``classes`` (B x K indices) or all classes.
+
+        TransAttention is class-agnostic, so its map repeats for every class asked for.
+        """
+        if variant == "tscam":
+            full = self.coupled(layers)
+        elif variant == "trans_cam":
+            full = self.semantic
+        elif variant == "trans_attention":
+            attention = self.attention(layers).unsqueeze(1)
+            count = self.semantic.shape[1] if classes is None else classes.shape[1]
+            return attention.expand(-1, count, -1, -1)
+        else:
+            raise ValueError(f"unknown map variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        if classes is None:
+            return full
+        index = classes.to(full.device).long()[:, :, None, None].expand(-1, -1, *full.shape[-2:])
+        return torch.gather(full, 1, index)
+
+    def probabilities(self) -> Tensor:
+        return self.logits.float().softmax(dim=-1)
+
+    def top_classes(self, k: int = 5) -> tuple[Tensor, Tensor]:
+        """Scores (softmax) and indices of the k best classes, each B x k."""
+        k = min(k, self.logits.shape[1])
+        return self.probabilities().topk(k, dim=-1)
+
+    def select(self, index: int | slice) -> Explanation:
+        """The explanation of one image (kept with a batch axis of 1) or of a slice."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return Explanation(self.logits[index], self.layer_attention[index], self.semantic[index])
+
+    def to(self, device: torch.device | str) -> Explanation:
+        return Explanation(self.logits.to(device), self.layer_attention.to(device), self.semantic.to(device))

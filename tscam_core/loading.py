@@ -1,0 +1,117 @@
+"""``load_model``: one entry point for every place a TS-CAM model can come from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import torch
+
+from .checkpoint import (
+    ModelInfo,
+    build_model,
+    infer_official_info,
+    load_state,
+    official_state_dict,
+    read_checkpoint,
+    read_torch_file,
+)
+from .errors import CheckpointError
+from .model import TSCAM, create_tscam
+from .transforms import Preprocess
+
+TIMM_PREFIX = "timm:"
+HF_PREFIX = "hf://"
+
+
+def load_model(
+    source: str | Path,
+    *,
+    arch: str | None = None,
+    timm_kwargs: dict[str, Any] | None = None,
+    class_names: list[str] | None = None,
+    device: str | torch.device = "cpu",
+) -> TSCAM:
+    """A TS-CAM model in eval mode, its metadata at ``model.info``.
+
+    ``source`` is a tscam ``.safetensors`` checkpoint; an official TS-CAM release file
+    (``arch``/``timm_kwargs`` name its architecture, else it is inferred from the shapes);
+    ``timm:NAME`` (a plain ImageNet classifier explained with its own head applied to every
+    token, ``timm:NAME?file=PATH`` for local weights); or ``hf://owner/repo/path/in/repo``.
+    """
+    text = str(source)
+    if text.startswith(TIMM_PREFIX):
+        model = _from_timm(text[len(TIMM_PREFIX):])
+    elif text.startswith(HF_PREFIX):
+        return load_model(_download_from_hub(text), arch=arch, timm_kwargs=timm_kwargs,
+                          class_names=class_names, device=device)
+    else:
+        model = _from_file(Path(source), arch, timm_kwargs)
+    if class_names is not None:
+        if len(class_names) != model.num_classes:
+            raise CheckpointError(f"{len(class_names)} class names given for a {model.num_classes}-class model")
+        model.info.class_names = list(class_names)
+    return model.to(device).eval()
+
+
+def _from_file(path: Path, arch: str | None, timm_kwargs: dict[str, Any] | None) -> TSCAM:
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    if path.suffix == ".safetensors":
+        info, state = read_checkpoint(path)
+    else:
+        state = official_state_dict(read_torch_file(path), str(path))
+        info = infer_official_info(state, str(path))
+        if arch is not None:
+            info.arch, info.timm_kwargs = arch, dict(timm_kwargs or {})
+    model = build_model(info)
+    load_state(model, state, str(path))
+    return model
+
+
+def _from_timm(spec: str) -> TSCAM:
+    name, _, query = spec.partition("?")
+    weights = parse_qs(query).get("file", [None])[0]
+    if weights is not None and not Path(weights).is_file():
+        raise CheckpointError(f"no weights file at {weights}")
+    model = create_tscam(name, num_classes=None, head_kind="linear", pretrained=True, pretrained_file=weights)
+    config = model_pretrained_config(name)
+    size = tuple(config.get("input_size", (3, 224, 224))[1:])
+    model.info = ModelInfo(
+        arch=name, num_classes=model.num_classes, head_kind="linear",
+        class_names=_imagenet_names(model.num_classes),
+        preprocess=Preprocess(size, size, tuple(config.get("mean")), tuple(config.get("std"))).to_config(),
+        recipe={"origin": f"timm pretrained classifier {name}"}, source=f"{TIMM_PREFIX}{spec}",
+    )
+    return model
+
+
+def model_pretrained_config(name: str) -> dict[str, Any]:
+    import timm
+
+    return timm.get_pretrained_cfg(name).to_dict() if timm.get_pretrained_cfg(name) else {}
+
+
+def _imagenet_names(num_classes: int) -> list[str]:
+    if num_classes != 1000:
+        return [f"class {i}" for i in range(num_classes)]
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [info.index_to_description(i) for i in range(num_classes)]
+
+
+def _download_from_hub(url: str) -> str:
+    parts = url[len(HF_PREFIX):].split("/")
+    if len(parts) < 3 or not all(parts):
+        raise CheckpointError(f"{url}: expected hf://owner/repo/path/to/checkpoint")
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as error:
+        raise CheckpointError("hf:// sources need the huggingface_hub package") from error
+    repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
+    try:
+        return hf_hub_download(repo_id=repo_id, filename=filename)
+    except Exception as error:  # the hub's own errors differ across versions; name the source
+        raise CheckpointError(f"{url}: could not fetch from the Hugging Face Hub ({error})") from error

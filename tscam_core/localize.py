@@ -1,0 +1,58 @@
+"""Image in, maps and boxes out: the path the demo, the dashboard and the evaluation share."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .boxes import box_from_map, upsample_map
+from .explanation import Explanation, LayerSelection, Variant
+from .images import ImageSource, load_image
+from .model import TSCAM
+
+
+@torch.no_grad()
+def explain_images(model: TSCAM, images: Sequence[Image.Image]) -> Explanation:
+    """One forward pass over RGB images, each put through the checkpoint's preprocessing."""
+    transform = model.info.transform
+    device = next(model.parameters()).device
+    batch = torch.stack([transform(image) for image in images]).to(device)
+    return model.explain(batch).to("cpu")
+
+
+@dataclass
+class Localization:
+    """One class's map for one image, at the image's size, and the box it gives."""
+
+    class_index: int
+    score: float
+    map01: np.ndarray
+    box: np.ndarray
+
+
+def localize(
+    explanation: Explanation,
+    class_index: int,
+    size: tuple[int, int],
+    threshold: float,
+    variant: Variant = "tscam",
+    layers: LayerSelection = None,
+    image_index: int = 0,
+) -> Localization:
+    """The map of ``class_index`` upsampled to ``size`` = (height, width), and its official box."""
+    one = explanation.select(image_index)
+    classes = torch.tensor([[class_index]])
+    cam = one.maps(variant, layers, classes)[0, 0]
+    map01 = upsample_map(cam, size)
+    score = float(one.probabilities()[0, class_index])
+    return Localization(class_index, score, map01, box_from_map(map01, threshold))
+
+
+def explain_file(model: TSCAM, source: ImageSource) -> tuple[Image.Image, Explanation]:
+    """Load any image source safely and explain it; the image returned is the RGB one explained."""
+    image = load_image(source)
+    return image, explain_images(model, [image])

@@ -1,0 +1,219 @@
+"""The TS-CAM model (paper Section 3.2) on a timm VisionTransformer with a class token.
+
+The backbone's modules are adopted under the names of the official TS-CAM release
+(``patch_embed``, ``cls_token``, ``pos_embed``, ``blocks.N``, ``norm``, ``head``) so that
+official checkpoints load as they are. The MLP head is replaced by a 3x3 convolution that
+turns the patch-token feature map into per-class semantic maps S_c; their spatial mean
+is the logit (Eqs. 3-4), so classification trains the maps directly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import timm
+import torch
+from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+
+from .explanation import Explanation
+
+HeadKind = Literal["conv", "linear"]
+
+
+class TSCAM(nn.Module):
+    """A ViT whose classifier is a 3x3 conv over patch tokens, explained in one forward pass.
+
+    ``head_kind="conv"`` is TS-CAM proper. ``head_kind="linear"`` keeps a plain timm
+    classifier's linear head and applies it to every patch token as the semantic map (the
+    FC variant of the appendix's Table 10): it explains an ImageNet model with no training.
+    """
+
+    def __init__(self, backbone: VisionTransformer, num_classes: int, head_kind: HeadKind = "conv") -> None:
+        super().__init__()
+        if not isinstance(backbone, VisionTransformer) or getattr(backbone, "cls_token", None) is None:
+            raise ValueError(
+                f"TS-CAM needs a timm VisionTransformer with a class token, got {type(backbone).__name__}"
+            )
+        if head_kind not in ("conv", "linear"):
+            raise ValueError(f"head_kind must be 'conv' or 'linear', got {head_kind!r}")
+        self.head_kind = head_kind
+        self.num_classes = num_classes
+        self.embed_dim = backbone.embed_dim
+        self.num_prefix_tokens = backbone.num_prefix_tokens
+        self.no_embed_class = backbone.no_embed_class
+        self.pos_grid = tuple(backbone.patch_embed.grid_size)
+        self.patch_size = tuple(backbone.patch_embed.patch_size)
+
+        # Adopted modules, named as in the official release.
+        self.patch_embed = backbone.patch_embed
+        self.patch_embed.strict_img_size = False  # any input size; pos_embed is resampled below
+        self.cls_token = backbone.cls_token
+        self.reg_token = backbone.reg_token
+        self.pos_embed = backbone.pos_embed
+        self.pos_drop = backbone.pos_drop
+        self.patch_drop = backbone.patch_drop
+        self.norm_pre = backbone.norm_pre
+        self.blocks = backbone.blocks
+        self.norm = backbone.norm
+
+        if head_kind == "conv":
+            self.head = nn.Conv2d(self.embed_dim, num_classes, kernel_size=3, stride=1, padding=1)
+            nn.init.kaiming_normal_(self.head.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(self.head.bias)
+        else:
+            if not isinstance(backbone.head, nn.Linear):
+                raise ValueError("head_kind='linear' needs a backbone that still has its linear classifier")
+            self.fc_norm = backbone.fc_norm
+            self.head = backbone.head
+            self.global_pool = backbone.global_pool
+
+    @property
+    def depth(self) -> int:
+        return len(self.blocks)
+
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        """Token grid (h, w) for an input of this size."""
+        return height // self.patch_size[0], width // self.patch_size[1]
+
+    def tokens(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """Run the transformer: all tokens after the final norm, and the patch grid size."""
+        x = self.patch_embed(images)
+        if x.ndim == 4:  # NHWC from a dynamic-size patch embedding
+            grid = (x.shape[1], x.shape[2])
+            x = x.flatten(1, 2)
+        else:
+            grid = self.grid_size(images.shape[-2], images.shape[-1])
+        x = self._add_position(x, grid)
+        x = self.patch_drop(x)
+        x = self.norm_pre(x)
+        x = self.blocks(x)
+        return self.norm(x), grid
+
+    def _add_position(self, patches: Tensor, grid: tuple[int, int]) -> Tensor:
+        """Prepend class (and register) tokens and add position embeddings resampled to ``grid``."""
+        batch = patches.shape[0]
+        prefix = [self.cls_token.expand(batch, -1, -1)]
+        if self.reg_token is not None:
+            prefix.append(self.reg_token.expand(batch, -1, -1))
+        pos = self.pos_embed
+        if grid != self.pos_grid:
+            pos = resample_abs_pos_embed(
+                pos, new_size=list(grid), old_size=list(self.pos_grid),
+                num_prefix_tokens=0 if self.no_embed_class else self.num_prefix_tokens,
+            )
+        if self.no_embed_class:
+            x = torch.cat(prefix + [patches + pos], dim=1)
+        else:
+            x = torch.cat(prefix + [patches], dim=1) + pos
+        return self.pos_drop(x)
+
+    def semantic_maps(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
+        """S_c for every class: B x C x h x w (Eq. 3)."""
+        patches = tokens[:, self.num_prefix_tokens:]
+        if self.head_kind == "conv":
+            feature_map = patches.transpose(1, 2).reshape(patches.shape[0], self.embed_dim, *grid)
+            return self.head(feature_map)
+        semantic = self.head(self.fc_norm(patches))  # B x N x C
+        return semantic.transpose(1, 2).reshape(patches.shape[0], -1, *grid)
+
+    def _logits(self, tokens: Tensor, semantic: Tensor) -> Tensor:
+        if self.head_kind == "conv":
+            return semantic.mean(dim=(2, 3))  # global average pooling of S_c (Eq. 4)
+        if self.global_pool == "token":
+            pooled = tokens[:, 0]
+        else:
+            pooled = tokens[:, self.num_prefix_tokens:].mean(dim=1)
+        return self.head(self.fc_norm(pooled))
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Logits, B x C. Use :meth:`explain` for maps."""
+        tokens, grid = self.tokens(images)
+        return self._logits(tokens, self.semantic_maps(tokens, grid))
+
+    @torch.no_grad()
+    def explain(self, images: Tensor) -> Explanation:
+        """Logits, per-block class-token attention and S_c for all classes, from one forward pass."""
+        with self._capture_class_attention() as rows:
+            tokens, grid = self.tokens(images)
+        semantic = self.semantic_maps(tokens, grid)
+        logits = self._logits(tokens, semantic)
+        layer_attention = torch.stack(rows, dim=1).reshape(images.shape[0], len(rows), *grid)
+        return Explanation(logits=logits, layer_attention=layer_attention, semantic=semantic)
+
+    @contextmanager
+    def _capture_class_attention(self) -> Iterator[list[Tensor]]:
+        """Record each block's class-token attention row to the patch tokens, averaged over heads.
+
+        Hooks read q and k where timm's Attention produces them (after q_norm / k_norm) and
+        compute only the class token's row, softmax(q_cls k^T / sqrt(d)): no N x N matrix is
+        formed and the block's own (fused) attention runs unchanged.
+        """
+        rows: list[Tensor] = []
+        handles = []
+        for block in self.blocks:
+            attn = block.attn
+            if not (hasattr(attn, "q_norm") and hasattr(attn, "k_norm")):
+                raise TypeError(f"{type(attn).__name__} does not expose q/k; TS-CAM needs timm's Attention")
+            query: dict[str, Tensor] = {}
+
+            def keep_query(_module: nn.Module, _inputs: tuple, q: Tensor, query=query) -> None:
+                query["cls"] = q[:, :, :1]
+
+            def class_row(_module: nn.Module, _inputs: tuple, k: Tensor, query=query, scale=attn.scale) -> None:
+                scores = (query.pop("cls").float() @ k.float().transpose(-2, -1)) * scale  # B x H x 1 x N
+                row = scores.softmax(dim=-1)[:, :, 0, self.num_prefix_tokens:]
+                rows.append(row.mean(dim=1))
+
+            handles.append(attn.q_norm.register_forward_hook(keep_query))
+            handles.append(attn.k_norm.register_forward_hook(class_row))
+        try:
+            yield rows
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+def create_tscam(
+    arch: str,
+    num_classes: int,
+    pretrained: bool = False,
+    head_kind: HeadKind = "conv",
+    pretrained_file: str | None = None,
+    **timm_kwargs,
+) -> TSCAM:
+    """Build TS-CAM on the timm architecture ``arch`` (any ViT with a class token).
+
+    ``timm_kwargs`` reach ``timm.create_model`` (img_size, patch_size, depth, embed_dim, ...),
+    so small custom configurations need no new code. ``pretrained_file`` points timm's
+    pretrained-config overlay at local weights instead of the hub.
+    """
+    kwargs = dict(timm_kwargs)
+    if head_kind == "conv":
+        kwargs["num_classes"] = 0
+    elif num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if pretrained_file is not None:
+        kwargs["pretrained_cfg_overlay"] = dict(file=str(pretrained_file))
+        pretrained = True
+    try:
+        backbone = timm.create_model(arch, pretrained=pretrained, **kwargs)
+    except RuntimeError as error:
+        if "not found" in str(error).lower() or "unknown model" in str(error).lower():
+            raise ValueError(f"unknown timm architecture {arch!r}") from error
+        raise
+    if head_kind == "linear":
+        num_classes = backbone.num_classes
+    return TSCAM(backbone, num_classes, head_kind=head_kind)
+
+
+def infer_num_heads(embed_dim: int) -> int:
+    """Heads as in DeiT/ViT: 64 channels per head (192 -> 3, 384 -> 6, 768 -> 12)."""
+    return max(1, math.ceil(embed_dim / 64))
+
+
+__all__ = ["TSCAM", "create_tscam", "infer_num_heads"]

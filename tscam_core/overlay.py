@@ -1,0 +1,68 @@
+"""One renderer for every picture of a map: the demo, the dashboard and the evaluation thumbnails."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+from torch import Tensor
+
+from .boxes import upsample_map
+
+COLORMAPS: dict[str, int] = {
+    "jet": cv2.COLORMAP_JET,
+    "turbo": cv2.COLORMAP_TURBO,
+    "viridis": cv2.COLORMAP_VIRIDIS,
+    "inferno": cv2.COLORMAP_INFERNO,
+    "magma": cv2.COLORMAP_MAGMA,
+    "plasma": cv2.COLORMAP_PLASMA,
+    "hot": cv2.COLORMAP_HOT,
+    "bone": cv2.COLORMAP_BONE,
+}
+
+GT_COLOR = (0, 200, 0)
+PRED_COLOR = (230, 30, 30)
+
+
+@dataclass(frozen=True)
+class DrawnBox:
+    box: Sequence[float]
+    color: tuple[int, int, int] = PRED_COLOR
+    label: str = ""
+
+
+def colorize(cam: np.ndarray | Tensor, size: tuple[int, int], colormap: str = "jet") -> np.ndarray:
+    """An H x W x 3 uint8 RGB heatmap of a map upsampled to (height, width)."""
+    if colormap not in COLORMAPS:
+        raise ValueError(f"unknown colormap {colormap!r}; choose one of {', '.join(COLORMAPS)}")
+    gray = (upsample_map(cam, size) * 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(gray, COLORMAPS[colormap]), cv2.COLOR_BGR2RGB)
+
+
+def overlay(
+    image: Image.Image,
+    cam: np.ndarray | Tensor | None,
+    boxes: Iterable[DrawnBox] = (),
+    colormap: str = "jet",
+    alpha: float = 0.5,
+) -> Image.Image:
+    """The image with ``cam`` blended over it at opacity ``alpha`` and ``boxes`` drawn on top."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"opacity must be within 0..1, got {alpha}")
+    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+    if cam is not None:
+        heat = colorize(cam, (base.shape[0], base.shape[1]), colormap).astype(np.float32)
+        base = base * (1.0 - alpha) + heat * alpha
+    canvas = np.ascontiguousarray(base.round().clip(0, 255).astype(np.uint8))
+    thickness = max(1, round(min(canvas.shape[:2]) / 150))
+    for drawn in boxes:
+        x0, y0, x1, y1 = (int(round(v)) for v in drawn.box)
+        cv2.rectangle(canvas, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), drawn.color, thickness)
+        if drawn.label:
+            scale = max(0.35, min(canvas.shape[:2]) / 600)
+            cv2.putText(canvas, drawn.label, (x0 + 2, max(y0 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                        drawn.color, max(1, thickness // 2), cv2.LINE_AA)
+    return Image.fromarray(canvas)

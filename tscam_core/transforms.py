@@ -1,0 +1,119 @@
+"""Geometry shared by images and their boxes, so a box always follows its image.
+
+Boxes are float arrays of shape K x 4, ``[x0, y0, x1, y1]`` in pixels with half-open
+extents: a box covering columns 0..9 is ``[0, 0, 10, ...]`` and its width is ``x1 - x0``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def as_size(size: int | Sequence[int]) -> tuple[int, int]:
+    """(height, width) from an int or a pair."""
+    if isinstance(size, int):
+        return size, size
+    height, width = (int(v) for v in size)
+    return height, width
+
+
+def resize(image: Image.Image, boxes: np.ndarray, size: int | Sequence[int]) -> tuple[Image.Image, np.ndarray]:
+    """Resize to exactly (height, width), as the paper's test transform does; boxes scale along."""
+    height, width = as_size(size)
+    scale = np.array([width / image.width, height / image.height] * 2, dtype=np.float32)
+    return image.resize((width, height), Image.BILINEAR), boxes.astype(np.float32) * scale
+
+
+def crop(image: Image.Image, boxes: np.ndarray, top: int, left: int, size: int | Sequence[int]) -> tuple[Image.Image, np.ndarray]:
+    """Crop a (height, width) window; boxes shift and are clipped to it (a box may become empty)."""
+    height, width = as_size(size)
+    cropped = image.crop((left, top, left + width, top + height))
+    shifted = boxes.astype(np.float32) - np.array([left, top, left, top], dtype=np.float32)
+    clipped = np.clip(shifted, 0, [width, height, width, height]).astype(np.float32)
+    return cropped, clipped
+
+
+def center_crop(image: Image.Image, boxes: np.ndarray, size: int | Sequence[int]) -> tuple[Image.Image, np.ndarray]:
+    height, width = as_size(size)
+    return crop(image, boxes, (image.height - height) // 2, (image.width - width) // 2, (height, width))
+
+
+def random_crop(image: Image.Image, boxes: np.ndarray, size: int | Sequence[int], rng: random.Random) -> tuple[Image.Image, np.ndarray]:
+    height, width = as_size(size)
+    top = rng.randint(0, max(0, image.height - height))
+    left = rng.randint(0, max(0, image.width - width))
+    return crop(image, boxes, top, left, (height, width))
+
+
+def hflip(image: Image.Image, boxes: np.ndarray) -> tuple[Image.Image, np.ndarray]:
+    flipped = boxes.astype(np.float32).copy()
+    if len(flipped):
+        flipped[:, [0, 2]] = image.width - boxes[:, [2, 0]]
+    return image.transpose(Image.FLIP_LEFT_RIGHT), flipped
+
+
+def to_tensor(image: Image.Image, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """RGB PIL image to a normalised C x H x W float tensor."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    tensor = torch.from_numpy(array).permute(2, 0, 1)
+    mean_t = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+    std_t = torch.tensor(std, dtype=torch.float32)[:, None, None]
+    return (tensor - mean_t) / std_t
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The inference transform of a checkpoint: resize to ``resize``, optionally center-crop to ``input_size``.
+
+    With ``resize == input_size`` (the paper's test setting) the whole image is seen and
+    boxes map back to the original image by a pure scale.
+    """
+
+    input_size: tuple[int, int]
+    resize: tuple[int, int]
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @classmethod
+    def from_config(cls, config: dict) -> Preprocess:
+        input_size = as_size(config.get("input_size", 224))
+        return cls(
+            input_size=input_size,
+            resize=as_size(config.get("resize", input_size)),
+            mean=tuple(config.get("mean", IMAGENET_MEAN)),
+            std=tuple(config.get("std", IMAGENET_STD)),
+        )
+
+    def to_config(self) -> dict:
+        return {"input_size": list(self.input_size), "resize": list(self.resize), "mean": list(self.mean), "std": list(self.std)}
+
+    def geometry(self, image: Image.Image, boxes: np.ndarray | None = None) -> tuple[Image.Image, np.ndarray]:
+        """The model-input image and ``boxes`` moved into its frame."""
+        boxes = np.zeros((0, 4), np.float32) if boxes is None else np.asarray(boxes, np.float32).reshape(-1, 4)
+        image, boxes = resize(image, boxes, self.resize)
+        if self.resize != self.input_size:
+            image, boxes = center_crop(image, boxes, self.input_size)
+        return image, boxes
+
+    def __call__(self, image: Image.Image) -> Tensor:
+        return to_tensor(self.geometry(image)[0], self.mean, self.std)
+
+    def boxes_to_original(self, boxes: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """Map boxes from the model-input frame back to the original (width, height) image."""
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
+        height, width = self.resize
+        offset_y = (height - self.input_size[0]) // 2
+        offset_x = (width - self.input_size[1]) // 2
+        boxes += np.array([offset_x, offset_y, offset_x, offset_y], np.float32)
+        scale = np.array([original_size[0] / width, original_size[1] / height] * 2, np.float32)
+        return np.clip(boxes * scale, 0, [original_size[0], original_size[1]] * 2)
