@@ -82,6 +82,9 @@ class TSCAM(nn.Module):
 
     def tokens(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """Run the transformer: all tokens after the final norm, and the patch grid size."""
+        height, width = images.shape[-2:]
+        if height % self.patch_size[0] or width % self.patch_size[1]:
+            raise ValueError(f"input {height}x{width} is not a multiple of the patch size {self.patch_size}")
         x = self.patch_embed(images)
         if x.ndim == 4:  # NHWC from a dynamic-size patch embedding
             grid = (x.shape[1], x.shape[2])
