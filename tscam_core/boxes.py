@@ -59,21 +59,20 @@ def _rect(contour: np.ndarray) -> list[int]:
 
 def box_from_map(cam01: np.ndarray, threshold: float) -> np.ndarray:
     """The bounding box of the largest contour of a normalised, image-sized map."""
-    boxes, areas = _contour_boxes(threshold_mask(cam01, threshold))
-    if len(boxes) == 0:
-        return EMPTY_BOX.copy()
-    # Ties in contour area go to the larger box, then the first found: deterministic.
-    box_areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    best = np.lexsort((-box_areas, -areas))[0]
-    return boxes[best]
+    boxes = boxes_from_map(cam01, threshold)
+    return boxes[0] if len(boxes) else EMPTY_BOX.copy()
 
 
 def boxes_from_map(cam01: np.ndarray, threshold: float, min_area: float = 0.0) -> np.ndarray:
-    """Every contour's box (K x 4), largest first, dropping boxes under ``min_area`` pixels."""
-    boxes, _ = _contour_boxes(threshold_mask(cam01, threshold))
+    """Every contour's box (K x 4), largest contour first, dropping boxes under ``min_area`` pixels.
+
+    The first box is the official protocol's; ties in contour area go to the larger box,
+    then to the first found, so the order is deterministic.
+    """
+    boxes, areas = _contour_boxes(threshold_mask(cam01, threshold))
     box_areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     keep = box_areas >= min_area
-    order = np.argsort(-box_areas[keep], kind="stable")
+    order = np.lexsort((-box_areas[keep], -areas[keep]))
     return boxes[keep][order]
 
 

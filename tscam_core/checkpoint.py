@@ -13,7 +13,6 @@ import os
 import pickle
 import re
 import tempfile
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,12 +145,20 @@ def read_torch_file(path: str | Path) -> Any:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
-        what = f" ({found.group(1)})" if found else ""
+        if found is None:  # no forbidden global named: a damaged stream of pickle opcodes
+            raise CheckpointError(f"{path}: damaged checkpoint, or not weights-only ({error_summary(error)})") from error
         raise CheckpointError(
-            f"{path}: refused, it needs code to unpickle{what}; only weights-only files are loaded"
+            f"{path}: refused, it needs code to unpickle ({found.group(1)}); only weights-only files are loaded"
         ) from error
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: damaged or truncated checkpoint ({error})") from error
+    except Exception as error:  # damaged bytes make torch's unpickler fail in many ways (KeyError, struct.error, ...)
+        raise CheckpointError(f"{path}: damaged or truncated checkpoint ({type(error).__name__}: "
+                              f"{error_summary(error)})") from error
+
+
+def error_summary(error: BaseException, limit: int = 600) -> str:
+    """An exception's text on one line, capped: library errors can run to paragraphs."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def strip_prefix(state: dict[str, Tensor], prefix: str = "module.") -> dict[str, Tensor]:
@@ -170,6 +177,10 @@ def infer_official_info(state: dict[str, Tensor], source: str = "") -> ModelInfo
     head = state["head.weight"]
     if head.ndim != 4:
         raise CheckpointError(f"{source}: head.weight has shape {tuple(head.shape)}, TS-CAM's is C x D x 3 x 3")
+    for key, ndim in (("pos_embed", 3), ("patch_embed.proj.weight", 4), ("blocks.0.mlp.fc1.weight", 2)):
+        if key not in state or state[key].ndim != ndim:
+            found = f"has shape {tuple(state[key].shape)}" if key in state else "is missing"
+            raise CheckpointError(f"{source}: not a TS-CAM state dict, {key} {found}")
     patch_weight = state["patch_embed.proj.weight"]
     embed_dim = int(patch_weight.shape[0])
     patch_size = int(patch_weight.shape[-1])
@@ -179,7 +190,7 @@ def infer_official_info(state: dict[str, Tensor], source: str = "") -> ModelInfo
     if grid * grid != grid_tokens:
         raise CheckpointError(f"{source}: pos_embed has {grid_tokens} patch positions, not a square grid")
     img_size = grid * patch_size
-    mlp_ratio = state["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim if depth else 4.0
+    mlp_ratio = state["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim
     kwargs: dict[str, Any] = {}
     arch = f"{_DEIT_NAMES.get(embed_dim, '')}_patch16_{img_size}"
     standard = embed_dim in _DEIT_NAMES and patch_size == 16 and img_size in (224, 384) and depth == 12 and mlp_ratio == 4.0

@@ -7,9 +7,10 @@ decompression bomb costs nothing.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -18,39 +19,54 @@ from .errors import ImageError
 
 #: Largest image accepted, in pixels (width x height): about 8k x 5k.
 MAX_PIXELS = 40_000_000
+#: Largest file read from disk: files are read whole, so a multi-gigabyte file must not get that far.
+MAX_FILE_BYTES = 512 * 2**20
 
-ImageSource = Union[str, Path, bytes, BinaryIO, Image.Image, np.ndarray]
+ImageSource = str | Path | bytes | BinaryIO | Image.Image | np.ndarray
+
+#: What Pillow's decoders raise on damaged files: besides OSError, a truncated GIF frame gives
+#: IndexError or struct.error and a TIFF tag of the wrong type a TypeError (found by fuzzing).
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error)
 
 
 def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """An 8-bit RGB image, EXIF-rotated, transparency flattened onto white; first frame of an animation."""
+    name = source_name(source)
     if isinstance(source, Image.Image):
         image = source
     elif isinstance(source, np.ndarray):
         image = _from_array(source)
     else:
-        image = _open(source)
+        image = _open(source, name)
     width, height = image.size
     if width < 1 or height < 1:
-        raise ImageError(f"image has no pixels ({width}x{height})")
+        raise ImageError(f"{name} has no pixels ({width}x{height})")
     if width * height > max_pixels:
-        raise ImageError(f"image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}")
+        raise ImageError(f"{name} is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}")
     try:
         if getattr(image, "is_animated", False):
             image.seek(0)
         image = ImageOps.exif_transpose(image)
         return to_rgb(image)
-    except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt pixel data
-        raise ImageError(f"image data is damaged or truncated: {error}") from error
+    except DECODE_ERRORS as error:  # truncated or corrupt pixel data
+        raise ImageError(f"{name}: image data is damaged or truncated: {error}") from error
 
 
-def _open(source: str | Path | bytes | BinaryIO) -> Image.Image:
-    name = "the upload"
+def source_name(source: ImageSource) -> str:
+    """How errors refer to a source: its path, or what kind of object it is."""
     if isinstance(source, (str, Path)):
-        name = str(source)
+        return str(source)
+    return "the image" if isinstance(source, (Image.Image, np.ndarray)) else "the upload"
+
+
+def _open(source: str | Path | bytes | BinaryIO, name: str) -> Image.Image:
+    if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
             raise ImageError(f"no image file at {name}")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ImageError(f"{name} is {size:,} bytes, over the file size limit of {MAX_FILE_BYTES:,}")
         data: BinaryIO = io.BytesIO(path.read_bytes())
     elif isinstance(source, (bytes, bytearray)):
         data = io.BytesIO(source)
@@ -64,7 +80,7 @@ def _open(source: str | Path | bytes | BinaryIO) -> Image.Image:
         if isinstance(error, UnidentifiedImageError):
             raise ImageError(f"{name} is not an image file PIL can read") from error
         raise ImageError(f"{name} is too large to decode safely: {error}") from error
-    except (OSError, ValueError, SyntaxError) as error:
+    except DECODE_ERRORS as error:
         raise ImageError(f"{name} could not be read as an image: {error}") from error
     return image
 

@@ -11,6 +11,7 @@ import torch
 from .checkpoint import (
     ModelInfo,
     build_model,
+    error_summary,
     infer_official_info,
     load_state,
     official_state_dict,
@@ -65,7 +66,12 @@ def _from_file(path: Path, arch: str | None, timm_kwargs: dict[str, Any] | None)
         info = infer_official_info(state, str(path))
         if arch is not None:
             info.arch, info.timm_kwargs = arch, dict(timm_kwargs or {})
-    model = build_model(info)
+    try:
+        model = build_model(info)
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError, RuntimeError) as error:  # metadata naming no buildable timm model
+        raise CheckpointError(f"{path}: cannot build the model it describes ({error})") from error
     load_state(model, state, str(path))
     return model
 
@@ -75,7 +81,11 @@ def _from_timm(spec: str) -> TSCAM:
     weights = parse_qs(query).get("file", [None])[0]
     if weights is not None and not Path(weights).is_file():
         raise CheckpointError(f"no weights file at {weights}")
-    model = create_tscam(name, num_classes=None, head_kind="linear", pretrained=True, pretrained_file=weights)
+    try:
+        model = create_tscam(name, num_classes=None, head_kind="linear", pretrained=True, pretrained_file=weights)
+    except Exception as error:  # timm's loaders raise anything from RuntimeError to hub errors; name the source
+        where = weights or "timm's pretrained weights"
+        raise CheckpointError(f"{TIMM_PREFIX}{spec}: cannot load {where} ({error_summary(error)})") from error
     config = model_pretrained_config(name)
     size = tuple(config.get("input_size", (3, 224, 224))[1:])
     model.info = ModelInfo(

@@ -1,0 +1,117 @@
+"""The official map -> box protocol on maps drawn by hand, where the right box is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tscam_core import (
+    Explanation,
+    box_from_map,
+    boxes_from_map,
+    localize,
+    normalize_map,
+    predict_box,
+    upsample_map,
+)
+
+
+def blank(height: int = 60, width: int = 80) -> np.ndarray:
+    return np.zeros((height, width), np.float32)
+
+
+def test_one_blob_gives_its_half_open_bounding_box():
+    cam = blank()
+    cam[10:20, 5:15] = 1.0
+    np.testing.assert_array_equal(box_from_map(cam, 0.1), [5, 10, 15, 20])
+
+
+def test_threshold_is_a_fraction_of_the_maximum():
+    cam = blank()
+    cam[10:50, 10:70] = 0.5  # a wide, weaker region
+    cam[20:30, 30:40] = 1.0  # the peak
+    np.testing.assert_array_equal(box_from_map(cam, 0.4), [10, 10, 70, 50])
+    np.testing.assert_array_equal(box_from_map(cam, 0.6), [30, 20, 40, 30])
+    # the same map at another scale gives the same boxes: only the fraction of the max matters
+    np.testing.assert_array_equal(box_from_map(cam * 0.3, 0.4), [10, 10, 70, 50])
+
+
+def test_empty_map_gives_the_official_placeholder_box():
+    np.testing.assert_array_equal(box_from_map(blank(), 0.1), [0, 0, 1, 1])
+    np.testing.assert_array_equal(predict_box(np.full((4, 4), 7.0), (30, 30), 0.1), [0, 0, 1, 1])
+    assert boxes_from_map(blank(), 0.1).shape == (0, 4)
+
+
+def test_regions_touching_the_border():
+    cam = blank()
+    cam[0:5, 0:8] = 1.0
+    np.testing.assert_array_equal(box_from_map(cam, 0.5), [0, 0, 8, 5])
+    cam = blank()
+    cam[40:60, 65:80] = 1.0
+    np.testing.assert_array_equal(box_from_map(cam, 0.5), [65, 40, 80, 60])
+    ramp = np.tile(np.linspace(0.0, 1.0, 80, dtype=np.float32), (60, 1))  # every column but the first survives
+    np.testing.assert_array_equal(box_from_map(ramp, 0.0), [1, 0, 80, 60])
+
+
+def test_largest_contour_not_largest_rectangle_wins():
+    cam = blank(80, 80)
+    cam[5:15, 5:15] = 1.0  # a solid 10 x 10 square: contour area 81
+    for i in range(30):  # a one-pixel diagonal: a huge bounding box around almost no area
+        cam[40 + i, 40 + i] = 1.0
+    np.testing.assert_array_equal(box_from_map(cam, 0.5), [5, 5, 15, 15])
+    # the several-objects mode orders its boxes the same way: its first box is the official one
+    np.testing.assert_array_equal(boxes_from_map(cam, 0.5), [[5, 5, 15, 15], [40, 40, 70, 70]])
+
+
+def test_several_objects_with_a_minimum_area():
+    cam = blank(100, 100)
+    cam[5:15, 5:15] = 1.0  # 100 px
+    cam[50:56, 60:66] = 0.9  # 36 px
+    cam[90:92, 90:92] = 0.8  # 4 px
+    all_boxes = boxes_from_map(cam, 0.1)
+    np.testing.assert_array_equal(all_boxes, [[5, 5, 15, 15], [60, 50, 66, 56], [90, 90, 92, 92]])
+    np.testing.assert_array_equal(boxes_from_map(cam, 0.1, min_area=10), [[5, 5, 15, 15], [60, 50, 66, 56]])
+    assert boxes_from_map(cam, 0.1, min_area=1000).shape == (0, 4)
+    np.testing.assert_array_equal(box_from_map(cam, 0.1), [5, 5, 15, 15])
+
+
+def test_normalize_map():
+    cam = np.array([[2.0, 4.0], [6.0, 10.0]], np.float32)
+    np.testing.assert_allclose(normalize_map(cam), [[0.0, 0.25], [0.5, 1.0]])
+    np.testing.assert_array_equal(normalize_map(np.full((3, 3), 5.0)), np.zeros((3, 3)))
+    np.testing.assert_array_equal(normalize_map(np.array([[np.nan, 1.0]])), np.zeros((1, 2)))
+    np.testing.assert_allclose(normalize_map(torch.tensor(cam)), normalize_map(cam))
+
+
+def test_upsample_keeps_height_width_order_and_normalises():
+    cam = torch.zeros(4, 4)
+    cam[1, 2] = 5.0  # a hot token in row 1, column 2
+    up = upsample_map(cam, (30, 50))
+    assert up.shape == (30, 50)
+    assert up.min() == 0.0 and up.max() == pytest.approx(1.0)
+    row, col = np.unravel_index(up.argmax(), up.shape)
+    assert abs(row - 1.5 * 30 / 4) <= 3 and abs(col - 2.5 * 50 / 4) <= 4
+
+
+def test_predict_box_is_the_full_protocol():
+    cam = torch.zeros(4, 4)
+    cam[0:2, 2:4] = 1.0  # top-right quarter of the token grid
+    box = predict_box(cam, (40, 80), 0.5)
+    # the box covers the top-right quarter of a 80-wide, 40-high image, give or take interpolation
+    assert 30 <= box[0] <= 40 and box[1] == 0 and box[2] == 80 and 20 <= box[3] <= 30
+
+
+def test_localize_upsamples_the_chosen_map_and_boxes_it():
+    attention = torch.zeros(2, 3, 4, 4)
+    attention[1, :, 2:4, 0:2] = 1.0  # image 1 attends to the bottom-left quarter
+    semantic = torch.ones(2, 3, 4, 4)
+    semantic[1, 2, :, :] = torch.arange(16.0).reshape(4, 4)
+    explanation = Explanation(torch.tensor([[0.0, 1.0, 2.0], [2.0, 0.0, 1.0]]), attention, semantic)
+    result = localize(explanation, 2, (40, 60), threshold=0.5, variant="tscam", layers="last:2", image_index=1)
+    assert result.class_index == 2 and result.map01.shape == (40, 60)
+    assert result.score == pytest.approx(torch.tensor([2.0, 0.0, 1.0]).softmax(0)[2].item())
+    cam = explanation.select(1).maps("tscam", "last:2", torch.tensor([[2]]))[0, 0]
+    np.testing.assert_allclose(result.map01, upsample_map(cam, (40, 60)))
+    np.testing.assert_array_equal(result.box, box_from_map(result.map01, 0.5))
+    assert result.box[0] < 10 and result.box[1] >= 15 and result.box[3] == 40  # bottom-left, as attended

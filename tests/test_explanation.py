@@ -1,0 +1,99 @@
+"""Explanation: A*, M_c and the Table 5 variants computed from cached tensors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tscam_core import VARIANTS, Explanation, select_layers
+
+DEPTH, CLASSES = 6, 4
+
+
+@pytest.fixture
+def explanation() -> Explanation:
+    generator = torch.Generator().manual_seed(0)
+    attention = torch.rand(2, DEPTH, 3, 5, generator=generator)
+    semantic = torch.randn(2, CLASSES, 3, 5, generator=generator)
+    logits = torch.tensor([[0.1, 2.0, -1.0, 0.5], [3.0, 0.0, 1.0, 2.5]])
+    return Explanation(logits=logits, layer_attention=attention, semantic=semantic)
+
+
+def test_attention_of_a_count_is_the_mean_of_the_first_k_blocks(explanation):
+    for k in range(1, DEPTH + 1):
+        expected = sum(explanation.layer_attention[:, i] for i in range(k)) / k
+        torch.testing.assert_close(explanation.attention(k), expected)
+        torch.testing.assert_close(explanation.attention(f"first:{k}"), expected)
+    torch.testing.assert_close(explanation.attention(), explanation.layer_attention.mean(dim=1))
+    assert explanation.attention(2).shape == (2, 3, 5)
+
+
+def test_last_k_blocks(explanation):
+    expected = (explanation.layer_attention[:, 4] + explanation.layer_attention[:, 5]) / 2
+    torch.testing.assert_close(explanation.attention("last:2"), expected)
+    torch.testing.assert_close(explanation.attention("last:1"), explanation.layer_attention[:, 5])
+
+
+def test_explicit_lists_including_negative_indices(explanation):
+    expected = (explanation.layer_attention[:, 0] + explanation.layer_attention[:, 3]
+                + explanation.layer_attention[:, 5]) / 3
+    torch.testing.assert_close(explanation.attention([0, 3, -1]), expected)
+    torch.testing.assert_close(explanation.attention((3, 0, 5, -1)), expected)  # order and repeats do not count
+    assert select_layers(DEPTH, [-6, 2]) == [0, 2]
+    assert select_layers(DEPTH, None) == list(range(DEPTH))
+
+
+@pytest.mark.parametrize("bad", [0, DEPTH + 1, -1, "last:0", f"last:{DEPTH + 1}", "middle:2", "first:", "last:x",
+                                 "3", [], [DEPTH], [-DEPTH - 1], True])
+def test_invalid_selections_raise(explanation, bad):
+    with pytest.raises((ValueError, TypeError)):
+        explanation.attention(bad)
+
+
+def test_coupled_is_attention_times_semantic(explanation):
+    coupled = explanation.coupled("last:3")
+    assert coupled.shape == (2, CLASSES, 3, 5)
+    attention = explanation.attention("last:3")
+    for b in range(2):
+        for c in range(CLASSES):
+            torch.testing.assert_close(coupled[b, c], attention[b] * explanation.semantic[b, c])
+
+
+def test_maps_of_the_three_variants(explanation):
+    classes = torch.tensor([[2, 0], [1, 1]])
+    tscam = explanation.maps("tscam", 2, classes)
+    cam = explanation.maps("trans_cam", 2, classes)
+    attention = explanation.maps("trans_attention", 2, classes)
+    for maps in (tscam, cam, attention):
+        assert maps.shape == (2, 2, 3, 5)
+    coupled = explanation.coupled(2)
+    torch.testing.assert_close(tscam[0, 0], coupled[0, 2])
+    torch.testing.assert_close(tscam[1, 1], coupled[1, 1])
+    torch.testing.assert_close(cam[0, 1], explanation.semantic[0, 0])
+    torch.testing.assert_close(attention[1, 0], explanation.attention(2)[1])
+    torch.testing.assert_close(attention[1, 1], explanation.attention(2)[1])
+    # without classes: every class
+    assert explanation.maps("tscam").shape == (2, CLASSES, 3, 5)
+    torch.testing.assert_close(explanation.maps("trans_cam"), explanation.semantic)
+    assert explanation.maps("trans_attention").shape == (2, CLASSES, 3, 5)
+    assert set(VARIANTS) == {"tscam", "trans_attention", "trans_cam"}
+    with pytest.raises(ValueError, match="unknown map variant"):
+        explanation.maps("gradcam")
+
+
+def test_top_classes_are_softmax_scores_in_order(explanation):
+    scores, indices = explanation.top_classes(3)
+    assert indices.tolist() == [[1, 3, 0], [0, 3, 2]]
+    torch.testing.assert_close(scores, explanation.logits.softmax(dim=-1).gather(1, indices))
+    scores_all, _ = explanation.top_classes(99)  # k is capped at the number of classes
+    assert scores_all.shape == (2, CLASSES)
+    torch.testing.assert_close(scores_all.sum(dim=1), torch.ones(2))
+
+
+def test_select_keeps_a_batch_axis(explanation):
+    one = explanation.select(1)
+    assert one.batch_size == 1 and one.depth == DEPTH
+    torch.testing.assert_close(one.semantic[0], explanation.semantic[1])
+    torch.testing.assert_close(one.layer_attention[0], explanation.layer_attention[1])
+    torch.testing.assert_close(one.logits[0], explanation.logits[1])
+    assert explanation.select(slice(0, 2)).batch_size == 2
