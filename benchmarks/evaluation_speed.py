@@ -1,0 +1,93 @@
+"""Section 5: full evaluation images/s vs forward-only images/s on the same number of images.
+
+The full evaluation is the project's own (tscam_core.evaluate.evaluate, its default settings
+but for the batch size): decoding, preprocessing, the forward, every box and metric, the
+Parquet table and the thumbnails, timed as one call. Forward-only runs the same model on
+the same number of already-preprocessed images at the same batch size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.measure import Budget, milliseconds, photo, random_images, time_interleaved
+from benchmarks.report import Goal, Row, Skipped
+from tscam_core import TSCAM
+from tscam_core.datasets import WSOLDataset, open_dataset
+
+EVALUATION_GOAL = Goal(">=", 0.85)
+#: A CUB-like photo size (CUB's images are about 500 x 375).
+PHOTO_SIZE = (500, 375)
+METHOD = ("tscam_core.evaluate.evaluate (default settings, batch size as given, no progress bar) timed as one call, "
+          "results folder written, vs the model's logits forward on as many preprocessed images; on the model's "
+          "own test split where given, else on generated CUB-layout JPEGs of 500 x 375 px")
+
+
+def write_cub_folder(root: Path, num_images: int, num_classes: int, size: tuple[int, int] = PHOTO_SIZE,
+                     seed: int = 0) -> Path:
+    """A CUB-layout test split of photo-like JPEGs with one box each: what the evaluation reads, at photo size."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    lists: dict[str, list[str]] = {name: [] for name in (
+        "images.txt", "image_class_labels.txt", "train_test_split.txt", "bounding_boxes.txt")}
+    for image_id in range(1, num_images + 1):
+        label = (image_id - 1) % num_classes + 1
+        relative = f"{image_id:05d}.jpg"
+        photo(width, height, seed + image_id).save(root / "images" / relative, "JPEG", quality=90)
+        x, y = rng.integers(0, width // 2), rng.integers(0, height // 2)
+        lists["images.txt"].append(f"{image_id} {relative}")
+        lists["image_class_labels.txt"].append(f"{image_id} {label}")
+        lists["train_test_split.txt"].append(f"{image_id} 0")
+        lists["bounding_boxes.txt"].append(f"{image_id} {x} {y} {width // 3} {height // 3}")
+    lists["classes.txt"] = [f"{c} class_{c}" for c in range(1, num_classes + 1)]
+    for name, lines in lists.items():
+        (root / name).write_text("\n".join(lines) + "\n")
+    return root
+
+
+def evaluation_speed(model: TSCAM, label: str, batch: int, images: int, budget: Budget, workdir: Path,
+                     dataset_root: Path | None = None) -> list[Row]:
+    try:
+        from tscam_core.evaluate import EvalSettings, evaluate
+    except ImportError as error:
+        raise Skipped(f"tscam_core.evaluate is not available ({error})") from error
+    if dataset_root is not None and dataset_root.is_dir():
+        dataset, origin = open_dataset(dataset_root, split="test"), f"{dataset_root.name} test split"
+    else:
+        root = write_cub_folder(workdir / f"photos-{model.num_classes}", images, model.num_classes)
+        dataset, origin = open_dataset(root, split="test"), f"generated {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} JPEGs"
+    dataset = _first(dataset, images)
+    count = len(dataset)
+    settings = EvalSettings(batch_size=batch)
+    runs = itertools.count()
+    batches = [random_images(min(batch, count - start), model.info.transform.input_size, budget.device, seed=start)
+               for start in range(0, count, batch)]
+
+    @torch.no_grad()
+    def forward_only() -> None:
+        for inputs in batches:
+            model(inputs)
+
+    timings = time_interleaved(
+        {"evaluation": lambda: evaluate(model, dataset, workdir / f"results-{next(runs)}", settings, progress=False),
+         "forward": forward_only},
+        budget.repeats, budget.warmup, budget.device,
+    )
+    evaluation_rate, forward_rate = count / timings.median("evaluation"), count / timings.median("forward")
+    return [Row(
+        5, label, batch, f"{count} images ({len(batches)} batches), {origin}", "full evaluation / forward-only images/s",
+        timings.ratio("forward", "evaluation"), goal=EVALUATION_GOAL,
+        detail=f"evaluation {evaluation_rate:.1f} img/s ({milliseconds(timings.median('evaluation'))}), "
+               f"forward {forward_rate:.1f} img/s ({milliseconds(timings.median('forward'))})",
+    )]
+
+
+def _first(dataset: WSOLDataset, count: int) -> WSOLDataset:
+    """The first ``count`` samples: a benchmark needs a fixed amount of work, not the whole split."""
+    return dataclasses.replace(dataset, samples=dataset.samples[:count])

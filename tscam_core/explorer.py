@@ -1,0 +1,446 @@
+"""The interactive explorer's logic, free of any UI: explain an image once, redraw from the cache.
+
+Every control of the demo (class, layers, variant, threshold, opacity, colormap) only changes
+what is drawn from one cached :class:`Explanation`: the model runs once per image. The Gradio
+demo (``app.py``) is a thin view over this module; the dashboard's detail view can use it too.
+
+Boxes follow the official protocol: the map is upsampled to the model's input frame, the
+box is found there and mapped back to the original image (a pure scale for the paper's
+resize-only test transform), so a box shown here is the box the evaluation scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .boxes import predict_box, upsample_map
+from .checkpoint import ModelInfo
+from .errors import DatasetError, ImageError
+from .explanation import VARIANT_LABELS, VARIANTS, Explanation, LayerSelection, Variant, select_layers
+from .images import load_image
+from .localize import explain_images
+from .metrics import box_iou
+from .model import TSCAM
+from .overlay import COLORMAPS, GT_COLOR, PRED_COLOR, DrawnBox, overlay
+
+#: Long side of the picture the maps are drawn on; the original is never kept (it may be 40 Mpx).
+DISPLAY_SIDE = 448
+#: Long side of each per-layer thumbnail.
+THUMB_SIDE = 112
+DEFAULT_THRESHOLD = 0.1
+#: The three maps of the paper, by the variant whose map each one is (Table 5).
+MAP_NAMES: dict[Variant, str] = {"trans_attention": "A*", "trans_cam": "S_c", "tscam": "M_c"}
+
+LayerMode = Literal["first", "last"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a user can change without a new forward pass."""
+
+    class_index: int | None = None  # None: the top-1 class
+    layer_mode: LayerMode = "last"
+    layer_count: int | None = None  # None: every block, as in the paper
+    threshold: float = DEFAULT_THRESHOLD
+    variant: Variant = "tscam"
+    opacity: float = 0.5
+    colormap: str = "jet"
+
+    def __post_init__(self) -> None:
+        if self.layer_mode not in ("first", "last"):
+            raise ValueError(f"layer mode must be 'first' or 'last', got {self.layer_mode!r}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"CAM threshold must be within 0..1, got {self.threshold}")
+        if not 0.0 <= self.opacity <= 1.0:
+            raise ValueError(f"opacity must be within 0..1, got {self.opacity}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown map variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        if self.colormap not in COLORMAPS:
+            raise ValueError(f"unknown colormap {self.colormap!r}; choose one of {', '.join(COLORMAPS)}")
+
+    def layers(self, depth: int) -> LayerSelection:
+        """The selection for ``Explanation``: None (all blocks) or 'first:k' / 'last:k'."""
+        if self.layer_count is None:
+            return None
+        if not 1 <= self.layer_count <= depth:
+            raise ValueError(f"layer count {self.layer_count} is outside 1..{depth}")
+        return None if self.layer_count == depth else f"{self.layer_mode}:{self.layer_count}"
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """What is known about an example: its boxes in original-image pixels and, maybe, its class."""
+
+    boxes: np.ndarray
+    class_index: int | None = None
+
+
+@dataclass(frozen=True)
+class Example:
+    path: Path
+    truth: GroundTruth
+    class_name: str = ""
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    index: int
+    name: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Result:
+    """The box of one class's map under some settings, in original-image pixels."""
+
+    class_index: int
+    class_name: str
+    score: float
+    box: np.ndarray
+    iou: float | None  # against the best-matching GT box, where GT is known
+
+
+def default_threshold(info: ModelInfo) -> float:
+    """The CAM threshold to start from: the checkpoint's validated best (chosen on held-out training
+    images, never the test split), else the one it was trained with, else DEFAULT_THRESHOLD."""
+    validation = info.evaluation.get("validation")
+    validated = validation.get("best_threshold") if isinstance(validation, dict) else None
+    for value in (validated, info.evaluation.get("best_threshold"), info.recipe.get("threshold")):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
+            return float(value)
+    return DEFAULT_THRESHOLD
+
+
+def fit_size(width: int, height: int, side: int) -> tuple[int, int]:
+    """(width, height) scaled so that the long side is ``side``, aspect kept."""
+    scale = side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+@dataclass
+class ExplainedImage:
+    """One explained image: the per-session cache every redraw works from.
+
+    Holds a display-sized copy of the image, its layer thumbnails and the explanation, never
+    the original pixels (up to 40 Mpx), so that many sessions fit in memory.
+    """
+
+    name: str
+    size: tuple[int, int]  # original (width, height)
+    display: Image.Image
+    explanation: Explanation
+    info: ModelInfo
+    truth: GroundTruth | None = None
+    notes: tuple[str, ...] = ()  # how the upload was converted (first frame, 16-bit, CMYK, ...)
+    # Caches, each replaced whole (one assignment) so that two events of one session never mix keys:
+    # (class, layers) -> maps by variant; (colormap, opacity) -> layer thumbnails.
+    _cams: tuple[Any, dict[str, Tensor]] = field(default_factory=lambda: (None, {}), repr=False)
+    _gallery: tuple[Any, list[Image.Image]] = field(default_factory=lambda: (None, []), repr=False)
+
+    @classmethod
+    def create(
+        cls,
+        image: Image.Image,
+        explanation: Explanation,
+        info: ModelInfo,
+        name: str = "image",
+        truth: GroundTruth | None = None,
+        notes: Sequence[str] = (),
+    ) -> ExplainedImage:
+        display = image.resize(fit_size(image.width, image.height, DISPLAY_SIDE), Image.BILINEAR)
+        return cls(name, image.size, display, explanation.select(0), info, truth, tuple(notes))
+
+    # --- classes -------------------------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        return self.explanation.depth
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.info.class_names
+
+    def ranked_classes(self, k: int | None = None) -> list[ClassScore]:
+        """Classes by decreasing score (all of them, or the best k)."""
+        scores, indices = self.explanation.top_classes(k or self.explanation.logits.shape[1])
+        return [
+            ClassScore(int(i), self.class_names[int(i)], float(s))
+            for s, i in zip(scores[0], indices[0], strict=True)
+        ]
+
+    def class_index(self, settings: Settings) -> int:
+        if settings.class_index is None:
+            return int(self.explanation.logits[0].argmax())
+        count = len(self.class_names)
+        if not 0 <= settings.class_index < count:
+            raise ValueError(f"class index {settings.class_index} is outside 0..{count - 1}")
+        return int(settings.class_index)
+
+    def check(self, settings: Settings) -> Settings:
+        """``settings`` if its class and layer count fit this model, else a ValueError saying why."""
+        self.class_index(settings)
+        settings.layers(self.depth)
+        return settings
+
+    # --- maps and boxes ------------------------------------------------------------------
+    def cam(self, variant: Variant, settings: Settings) -> Tensor:
+        """The h x w map of ``variant`` for the selected class and layers (cached: thresholds reuse it)."""
+        key = (self.class_index(settings), settings.layers(self.depth))
+        cached_key, cams = self._cams
+        if cached_key != key:
+            cams = {}
+            self._cams = (key, cams)
+        if variant not in cams:
+            cams[variant] = self.explanation.maps(variant, key[1], torch.tensor([[key[0]]]))[0, 0]
+        return cams[variant]
+
+    def result(self, settings: Settings) -> Result:
+        """The box of the selected variant's map by the official protocol, in original pixels."""
+        transform = self.info.transform
+        index = self.class_index(settings)
+        found = predict_box(self.cam(settings.variant, settings), transform.input_size, settings.threshold)
+        box = transform.boxes_to_original(found, self.size)[0]
+        iou = None
+        if self.truth is not None and len(self.truth.boxes):
+            iou = float(box_iou(box, self.truth.boxes).max())
+        score = float(self.explanation.probabilities()[0, index])
+        return Result(index, self.class_names[index], score, box, iou)
+
+    def _map_region(self, size: tuple[int, int]) -> tuple[int, int, int, int]:
+        """Where the model's input frame lies in a picture of ``size`` = (width, height)."""
+        transform = self.info.transform
+        height, width = transform.input_size
+        region = transform.boxes_to_original(np.array([[0, 0, width, height]], np.float32), self.size)[0]
+        scale = np.array([size[0] / self.size[0], size[1] / self.size[1]] * 2)
+        x0, y0, x1, y1 = (int(round(v)) for v in region * scale)
+        return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+    def _heat(self, cam: Tensor, size: tuple[int, int]) -> Tensor | np.ndarray:
+        """``cam`` as ``overlay`` should draw it on a (width, height) picture: as it is where the
+        model saw the whole image (overlay upsamples it), else upsampled into the model's input
+        frame (a center crop) and zero outside it."""
+        x0, y0, x1, y1 = self._map_region(size)
+        if (x0, y0, x1, y1) == (0, 0, size[0], size[1]):
+            return cam
+        placed = np.zeros((size[1], size[0]), np.float32)
+        placed[y0:y1, x0:x1] = upsample_map(cam, (y1 - y0, x1 - x0))
+        return placed
+
+    def _to_display(self, box: Sequence[float]) -> np.ndarray:
+        scale = np.array([self.display.width / self.size[0], self.display.height / self.size[1]] * 2)
+        return np.asarray(box, np.float64) * scale
+
+    def render(self, settings: Settings, result: Result | None = None) -> Image.Image:
+        """The selected variant's map over the image, with the predicted box and the GT boxes."""
+        result = result or self.result(settings)
+        drawn = []
+        if self.truth is not None:
+            drawn += [DrawnBox(self._to_display(b), GT_COLOR, "GT") for b in self.truth.boxes]
+        label = f"{result.class_name} {result.score:.0%}" + (
+            "" if result.iou is None else f" IoU {result.iou:.2f}"
+        )
+        drawn.append(DrawnBox(self._to_display(result.box), PRED_COLOR, label))
+        heat = self._heat(self.cam(settings.variant, settings), self.display.size)
+        return overlay(self.display, heat, drawn, settings.colormap, settings.opacity)
+
+    def render_maps(self, settings: Settings) -> dict[str, Image.Image]:
+        """A*, S_c and M_c of the selected class and layers, each over the image."""
+        return {
+            name: overlay(
+                self.display,
+                self._heat(self.cam(variant, settings), self.display.size),
+                colormap=settings.colormap,
+                alpha=settings.opacity,
+            )
+            for variant, name in MAP_NAMES.items()
+        }
+
+    def layer_gallery(self, settings: Settings) -> list[tuple[Image.Image, str]]:
+        """Each block's class-token attention A^l over a thumbnail, captioned with its block number.
+
+        The pictures depend only on colormap and opacity, so they are cached: a change of
+        threshold, class or layer selection only rewrites the captions.
+        """
+        key = (settings.colormap, settings.opacity)
+        cached_key, pictures = self._gallery
+        if cached_key != key:
+            thumb = self.display.resize(fit_size(*self.display.size, THUMB_SIDE), Image.BILINEAR)
+            attention = self.explanation.layer_attention[0]
+            pictures = [
+                overlay(thumb, self._heat(attention[block], thumb.size), colormap=key[0], alpha=key[1])
+                for block in range(self.depth)
+            ]
+            self._gallery = (key, pictures)
+        chosen = set(select_layers(self.depth, settings.layers(self.depth)))
+        return [
+            (picture, f"block {block + 1}" + (" · in A*" if block in chosen else ""))
+            for block, picture in enumerate(pictures)
+        ]
+
+    # --- export --------------------------------------------------------------------------
+    def export(self, settings: Settings, result: Result | None = None) -> dict[str, Any]:
+        """A JSON-ready record of the boxes, the scores and the settings that made them."""
+        result = result or self.result(settings)
+        truth = None
+        if self.truth is not None:
+            truth = {
+                "class_index": self.truth.class_index,
+                "class_name": None
+                if self.truth.class_index is None
+                else self.class_names[self.truth.class_index],
+                "boxes": [[round(float(v), 2) for v in b] for b in self.truth.boxes],
+                "iou": None if result.iou is None else round(result.iou, 4),
+            }
+        return {
+            "image": {"name": self.name, "width": self.size[0], "height": self.size[1]},
+            "model": {
+                "arch": self.info.arch,
+                "source": _public_source(self.info.source),
+                "num_classes": len(self.class_names),
+            },
+            "settings": {
+                **asdict(settings),
+                "class_index": result.class_index,
+                "variant_label": VARIANT_LABELS[settings.variant],
+                "blocks": [b + 1 for b in select_layers(self.depth, settings.layers(self.depth))],
+            },
+            "prediction": {
+                "class_index": result.class_index,
+                "class_name": result.class_name,
+                "score": round(result.score, 6),
+                "box": [round(float(v), 2) for v in result.box],
+            },
+            "top5": [
+                {"class_index": c.index, "class_name": c.name, "score": round(c.score, 6)}
+                for c in self.ranked_classes(5)
+            ],
+            "ground_truth": truth,
+            "box_format": "[x0, y0, x1, y1] in original-image pixels, half-open extents",
+        }
+
+
+def _public_source(source: str) -> str:
+    """A checkpoint's source without the server's directories (a file's name; timm: and hf:// as they are)."""
+    return source if "://" in source or source.startswith("timm:") else Path(source).name
+
+
+def read_examples(folder: str | Path, class_names: Sequence[str]) -> list[Example]:
+    """The demo's examples from ``folder/examples.json``; none when the file is absent.
+
+    The file is a list (or ``{"examples": [...]}``) of ``{"file": name relative to the folder,
+    "class_name": ..., "class_index": ..., "boxes": [[x0, y0, x1, y1], ...]}``, boxes in the
+    image's pixels (half-open); ``"class"`` may stand for either class key.
+    """
+    path = Path(folder) / "examples.json"
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DatasetError(f"not readable JSON ({error})", str(path)) from error
+    entries = data.get("examples") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise DatasetError("expected a list of examples", str(path))
+    return [_example(entry, number, path, class_names) for number, entry in enumerate(entries, 1)]
+
+
+def _example(entry: Any, number: int, source: Path, class_names: Sequence[str]) -> Example:
+    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+        raise DatasetError(f"example {number} has no 'file'", str(source))
+    file = source.parent / entry["file"]
+    if not file.is_file():
+        raise DatasetError(f"example {number}: no image file at {file}", str(source))
+    boxes = entry.get("boxes", [])
+    try:
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    except ValueError as error:
+        raise DatasetError(
+            f"example {number}: boxes must be [[x0, y0, x1, y1], ...], got {boxes!r}", str(source)
+        ) from error
+    index = _class_index(entry, class_names)
+    return Example(file, GroundTruth(boxes, index), class_names[index] if index is not None else "")
+
+
+def _class_index(entry: dict, class_names: Sequence[str]) -> int | None:
+    """The example's class for this model: by name first (``class_name``, or ``class`` as text), else
+    by index (``class_index``, or ``class`` as a number); None where this model has no such class,
+    so that another model (say an ImageNet one) still shows the examples' boxes."""
+    label = entry.get("class")
+    name = entry.get("class_name", label if isinstance(label, str) else None)
+    if isinstance(name, str):
+        return list(class_names).index(name) if name in class_names else None
+    index = entry.get("class_index", label)
+    if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < len(class_names):
+        return index
+    return None
+
+
+def conversion_notes(data: bytes) -> list[str]:
+    """What ``load_image`` changed in a readable file, read from its header, for the user to know."""
+    with Image.open(io.BytesIO(data)) as image:
+        notes = []
+        if getattr(image, "n_frames", 1) > 1:
+            notes.append(f"animated image with {image.n_frames} frames: the first frame is explained")
+        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            notes.append(f"{image.mode} image (more than 8 bits per pixel): rescaled to 8-bit RGB")
+        elif image.mode == "CMYK":
+            notes.append("CMYK image: converted to RGB")
+        elif image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            notes.append("transparent image: flattened onto white")
+        if image.getexif().get(0x0112, 1) not in (0, 1):
+            notes.append("EXIF orientation applied: the image is shown upright")
+    return notes
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Explorer:
+    """A model and its examples; turns uploads into :class:`ExplainedImage` caches.
+
+    The model's forward pass registers hooks on shared modules, so concurrent calls are
+    serialised by a lock: two sessions can never capture each other's attention.
+    """
+
+    def __init__(self, model: TSCAM, examples: Sequence[Example] = ()) -> None:
+        self.model = model
+        self.info: ModelInfo = model.info
+        self.examples = list(examples)
+        self._truths = {digest(example.path.read_bytes()): example.truth for example in self.examples}
+        self._lock = threading.Lock()
+
+    @property
+    def depth(self) -> int:
+        return self.model.depth
+
+    def explain(self, source: str | Path | bytes, name: str | None = None) -> ExplainedImage:
+        """Load any image source safely (raising ImageError), explain it, attach its GT if it is an example."""
+        if isinstance(source, (str, Path)):
+            path = Path(source)
+            if not path.is_file():
+                raise ImageError(f"no image file at {path}")
+            data, name = path.read_bytes(), name or path.name
+        else:
+            data = bytes(source)
+        name = name or "image"
+        try:
+            image = load_image(data)
+        except ImageError as error:
+            raise ImageError(f"{name}: {error}") from error
+        with self._lock:
+            explanation = explain_images(self.model, [image])
+        return ExplainedImage.create(
+            image, explanation, self.info, name, self._truths.get(digest(data)), conversion_notes(data)
+        )

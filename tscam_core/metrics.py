@@ -1,0 +1,338 @@
+"""Weakly supervised localization metrics: the paper's, its error analysis, and Choe et al.'s stricter ones.
+
+Everything here is plain numpy on boxes ``[x0, y0, x1, y1]`` with half-open extents (area
+``(x1 - x0) * (y1 - y0)``, as in ``transforms``); maps are normalised, image-sized arrays and
+become boxes only through ``tscam_core.boxes``.
+
+Evaluation streams: a per-image function (pure, thread-safe: ``overlap``, ``largest_box_ious``,
+``best_box_ious``, ``score_histograms``) turns one map into a few numbers, and an accumulator
+(``LocalizationAccumulator``, ``ThresholdCurve``, ``MaxBoxAccV2``, ``PxAP``, ``Tally``) adds them up,
+so no map outlives its image.
+
+- The paper's protocol (official TS-CAM code): a box from the map of each top-k class, the maximum
+  IoU over all GT boxes, correct at IoU >= 0.5 and the right class. Only the GT class's box can
+  satisfy both, so Top-1/Top-5 Loc need just the GT-known IoU and the rank of the GT class.
+- Algorithm 1 of the appendix (``error_type``): Cls, M-Ins, Part, More, OT, mutually exclusive.
+- MaxBoxAccV2 (Choe et al., CVPR 2020): for each CAM threshold every contour's box, the best one
+  per image; the accuracy at the best threshold for each IoU threshold 0.3/0.5/0.7; their mean.
+- PxAP: average precision of the pixels of a map against a mask, from score histograms.
+
+Against Choe et al.'s reference code (wsolevaluation): their boxes are inclusive (``+1`` in areas,
+``x1`` clipped to ``width - 1``), ours half-open, so IoUs differ by a pixel's worth at box edges;
+thresholds, contours, the best box per image and the best threshold per IoU are the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .boxes import box_from_map, boxes_from_map
+
+#: Algorithm 1's error types, in the order they are tested; "correct" is Top-1 localization.
+ERROR_TYPES: tuple[str, ...] = ("cls", "m_ins", "part", "more", "ot")
+CORRECT = "correct"
+
+#: Algorithm 1's constants: IoG above which a GT box counts as touched (M-Ins), Part and More cuts.
+M_INS_IOG = 0.3
+PART_IOP = 0.5
+MORE_IOG = 0.7
+
+#: CAM thresholds of Choe et al.'s sweep (np.arange(0, 1, 0.01)) and their IoU thresholds.
+MAXBOXACC_IOUS: tuple[float, ...] = (0.3, 0.5, 0.7)
+#: IoU thresholds of the accuracy-vs-IoU curve (the paper's Fig. 7).
+CURVE_IOUS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+
+def cam_thresholds(interval: float) -> np.ndarray:
+    """0, interval, 2 x interval, ... below 1: Choe et al.'s sweep (interval 0.01 there)."""
+    if not 0.0 < interval <= 1.0:
+        raise ValueError(f"CAM threshold interval must be within (0, 1], got {interval}")
+    count = int(np.floor(1.0 / interval - 1e-9)) + 1
+    return np.round(np.arange(count) * interval, 6)
+
+
+def as_boxes(boxes: np.ndarray | Sequence) -> np.ndarray:
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+
+
+def box_area(boxes: np.ndarray) -> np.ndarray:
+    boxes = as_boxes(boxes)
+    return np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
+
+
+def pairwise_intersection(boxes: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    """Area shared by each of ``boxes`` (N, 4) with each of ``gts`` (K, 4): (N, K)."""
+    boxes, gts = as_boxes(boxes)[:, None, :], as_boxes(gts)[None, :, :]
+    width = np.minimum(boxes[..., 2], gts[..., 2]) - np.maximum(boxes[..., 0], gts[..., 0])
+    height = np.minimum(boxes[..., 3], gts[..., 3]) - np.maximum(boxes[..., 1], gts[..., 1])
+    return np.maximum(width, 0) * np.maximum(height, 0)
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, 0 where the denominator is 0 (an empty box overlaps nothing)."""
+    out = np.zeros(np.broadcast_shapes(numerator.shape, denominator.shape))
+    np.divide(numerator, denominator, out=out, where=denominator > 0)
+    return out
+
+
+def pairwise_iou(boxes: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    """IoU of each of ``boxes`` (N, 4) with each GT box (K, 4): (N, K), in one vectorised step."""
+    inter = pairwise_intersection(boxes, gts)
+    return _ratio(inter, box_area(boxes)[:, None] + box_area(gts)[None, :] - inter)
+
+
+def box_iou(box: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    """Intersection over union of ``box`` with each GT box: (K,)."""
+    return pairwise_iou(as_boxes(box)[:1], gts)[0]
+
+
+def box_iog(box: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    """Intersection over each GT box's area: (K,)."""
+    return _ratio(pairwise_intersection(as_boxes(box)[:1], gts)[0], box_area(gts))
+
+
+def box_iop(box: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    """Intersection over the predicted box's area, per GT box: (K,)."""
+    inter = pairwise_intersection(as_boxes(box)[:1], gts)[0]
+    return _ratio(inter, np.full_like(inter, box_area(box)[0]))
+
+
+def _max(values: np.ndarray) -> float:
+    return float(values.max()) if values.size else 0.0
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """How one predicted box meets an image's GT boxes: the maxima Algorithm 1 needs."""
+
+    iou: float
+    iog: float
+    iop: float
+    touched: int  # GT boxes with IoG > 0.3 (Algorithm 1's Count(IoG > 0.3))
+
+    @classmethod
+    def of(cls, box: np.ndarray, gts: np.ndarray) -> Overlap:
+        iog = box_iog(box, gts)
+        return cls(_max(box_iou(box, gts)), _max(iog), _max(box_iop(box, gts)), int((iog > M_INS_IOG).sum()))
+
+
+def error_type(correct_cls: bool, overlap: Overlap, iou_threshold: float = 0.5) -> str:
+    """Algorithm 1: "correct" (Top-1 Loc) or the first error type that applies."""
+    if not correct_cls:
+        return "cls"
+    if overlap.iou >= iou_threshold:
+        return CORRECT
+    if overlap.touched > 1:
+        return "m_ins"
+    if overlap.iop > PART_IOP:
+        return "part"
+    if overlap.iog > MORE_IOG:
+        return "more"
+    return "ot"
+
+
+@dataclass(frozen=True)
+class Hits:
+    """The paper's five accuracies for one image."""
+
+    top1_cls: bool
+    top5_cls: bool
+    top1_loc: bool
+    top5_loc: bool
+    gt_known: bool
+
+
+def hits(top_classes: Sequence[int], gt_class: int, gt_known_iou: float, iou_threshold: float = 0.5) -> Hits:
+    """Classification and localization correctness from the ranked classes and the GT-class box's IoU.
+
+    The official protocol draws a box for each top-k class and needs the right class *and*
+    IoU >= threshold: only the GT class's box can qualify, hence the GT-known IoU suffices.
+    """
+    ranked = [int(c) for c in top_classes]
+    located = gt_known_iou >= iou_threshold
+    top1 = bool(ranked) and ranked[0] == gt_class
+    top5 = gt_class in ranked[:5]
+    return Hits(top1, top5, top1 and located, top5 and located, located)
+
+
+class Tally:
+    """Named yes/no counts (e.g. one per variant or layer count): fractions of the images seen."""
+
+    def __init__(self) -> None:
+        self.correct: dict[str, int] = {}
+        self.total: dict[str, int] = {}
+
+    def add(self, name: str, value: bool) -> None:
+        self.correct[name] = self.correct.get(name, 0) + bool(value)
+        self.total[name] = self.total.get(name, 0) + 1
+
+    def fraction(self, name: str) -> float | None:
+        total = self.total.get(name, 0)
+        return self.correct[name] / total if total else None
+
+
+class LocalizationAccumulator:
+    """The paper's accuracies, Algorithm 1's error fractions, per-class figures and Fig. 7's curve."""
+
+    def __init__(self, num_classes: int, iou_threshold: float = 0.5, curve_ious: Sequence[float] = CURVE_IOUS) -> None:
+        self.iou_threshold = iou_threshold
+        self.curve_ious = np.asarray(curve_ious, dtype=np.float64)
+        self.count = 0
+        self.sums = dict.fromkeys(Hits.__dataclass_fields__, 0)
+        self.errors = dict.fromkeys((CORRECT, *ERROR_TYPES), 0)
+        self.curve_gt_known = np.zeros(len(self.curve_ious), np.int64)
+        self.curve_top1 = np.zeros(len(self.curve_ious), np.int64)
+        self.class_count = np.zeros(num_classes, np.int64)
+        self.class_gt_known = np.zeros(num_classes, np.int64)
+        self.class_top1_cls = np.zeros(num_classes, np.int64)
+
+    def add(self, gt_class: int, top_classes: Sequence[int], top1: Overlap, gt_known_iou: float) -> tuple[Hits, str]:
+        """Count one image; ``top1`` is the overlap of the top-1 class's box. Returns its verdict."""
+        verdict = hits(top_classes, gt_class, gt_known_iou, self.iou_threshold)
+        error = error_type(verdict.top1_cls, top1, self.iou_threshold)
+        self.count += 1
+        for name in self.sums:
+            self.sums[name] += getattr(verdict, name)
+        self.errors[error] += 1
+        above = gt_known_iou >= self.curve_ious
+        self.curve_gt_known += above
+        self.curve_top1 += above & verdict.top1_cls
+        self.class_count[gt_class] += 1
+        self.class_gt_known[gt_class] += verdict.gt_known
+        self.class_top1_cls[gt_class] += verdict.top1_cls
+        return verdict, error
+
+    def result(self) -> dict:
+        n = max(self.count, 1)
+        per_class_n = np.maximum(self.class_count, 1)
+        return {
+            "top1_cls": self.sums["top1_cls"] / n,
+            "top5_cls": self.sums["top5_cls"] / n,
+            "top1_loc": self.sums["top1_loc"] / n,
+            "top5_loc": self.sums["top5_loc"] / n,
+            "gt_known_loc": self.sums["gt_known"] / n,
+            "error_analysis": {name: self.errors[name] / n for name in ERROR_TYPES},
+            "loc_vs_iou": {
+                "iou_thresholds": self.curve_ious.tolist(),
+                "gt_known": (self.curve_gt_known / n).tolist(),
+                "top1": (self.curve_top1 / n).tolist(),
+            },
+            "per_class": {
+                "gt_known": (self.class_gt_known / per_class_n).tolist(),
+                "top1_cls": (self.class_top1_cls / per_class_n).tolist(),
+                "count": self.class_count.tolist(),
+            },
+        }
+
+
+def largest_box_ious(cam01: np.ndarray, gts: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """Max IoU over GT boxes of the official (largest-contour) box at each CAM threshold: (T,)."""
+    boxes = np.stack([box_from_map(cam01, float(t)) for t in thresholds]) if len(thresholds) else np.zeros((0, 4))
+    return _row_max(pairwise_iou(boxes, gts))
+
+
+def best_box_ious(cam01: np.ndarray, gts: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """Best IoU of any contour's box with any GT box at each CAM threshold (MaxBoxAccV2): (T,)."""
+    per_threshold = [boxes_from_map(cam01, float(t)) for t in thresholds]
+    counts = np.array([len(b) for b in per_threshold])
+    if counts.sum() == 0:
+        return np.zeros(len(thresholds))
+    ious = _row_max(pairwise_iou(np.concatenate(per_threshold), gts))
+    owner = np.repeat(np.arange(len(thresholds)), counts)  # the threshold each box came from
+    best = np.zeros(len(thresholds))
+    np.maximum.at(best, owner, ious)
+    return best
+
+
+def _row_max(matrix: np.ndarray) -> np.ndarray:
+    return matrix.max(axis=1) if matrix.shape[1] else np.zeros(matrix.shape[0])
+
+
+class ThresholdCurve:
+    """GT-known and Top-1 localization at each CAM threshold, from ``largest_box_ious``."""
+
+    def __init__(self, thresholds: Sequence[float], iou_threshold: float = 0.5) -> None:
+        self.thresholds = np.asarray(thresholds, dtype=np.float64)
+        self.iou_threshold = iou_threshold
+        self.count = 0
+        self.gt_known = np.zeros(len(self.thresholds), np.int64)
+        self.top1 = np.zeros(len(self.thresholds), np.int64)
+
+    def add(self, ious: np.ndarray, correct_cls: bool) -> None:
+        located = np.asarray(ious) >= self.iou_threshold
+        self.count += 1
+        self.gt_known += located
+        self.top1 += located & bool(correct_cls)
+
+    def result(self) -> dict:
+        n = max(self.count, 1)
+        return {"cam_thresholds": self.thresholds.tolist(), "gt_known": (self.gt_known / n).tolist(),
+                "top1": (self.top1 / n).tolist()}
+
+
+class MaxBoxAccV2:
+    """Choe et al.'s MaxBoxAccV2 from per-threshold counts of images with a box at IoU >= delta."""
+
+    def __init__(self, thresholds: Sequence[float], iou_thresholds: Sequence[float] = MAXBOXACC_IOUS) -> None:
+        self.thresholds = np.asarray(thresholds, dtype=np.float64)
+        self.iou_thresholds = tuple(float(d) for d in iou_thresholds)
+        self.count = 0
+        self.correct = np.zeros((len(self.iou_thresholds), len(self.thresholds)), np.int64)
+
+    def add(self, best_ious: np.ndarray) -> None:
+        """One image's ``best_box_ious`` (T,)."""
+        self.count += 1
+        self.correct += np.asarray(best_ious)[None, :] >= np.asarray(self.iou_thresholds)[:, None]
+
+    def result(self) -> dict:
+        accuracy = self.correct / max(self.count, 1)
+        best = accuracy.argmax(axis=1)  # ties: the lowest CAM threshold
+        keys = [f"iou_{round(d * 100)}" for d in self.iou_thresholds]
+        out: dict = {key: float(accuracy[i, best[i]]) for i, key in enumerate(keys)}
+        out["mean"] = float(np.mean([out[key] for key in keys]))
+        out["best_cam_threshold"] = {key: float(self.thresholds[best[i]]) for i, key in enumerate(keys)}
+        return out
+
+
+def score_histograms(cam01: np.ndarray, mask: np.ndarray, bins: int = 100,
+                     ignore: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of object (mask) and background pixels per score bin: bin i holds scores in [i/bins, (i+1)/bins),
+    bin ``bins`` holds exactly 1. Pixels in ``ignore`` count nowhere."""
+    if cam01.shape != mask.shape:
+        raise ValueError(f"map {cam01.shape} and mask {mask.shape} differ in size")
+    # The 1e-6 keeps a score equal to a threshold (0.29 x 100 = 28.999...) in that threshold's bin.
+    index = np.clip(np.floor(np.clip(cam01, 0.0, 1.0).astype(np.float64) * bins + 1e-6), 0, bins).astype(np.int64)
+    mask = mask.astype(bool)
+    keep = np.ones_like(mask) if ignore is None else ~ignore.astype(bool)
+    positive = np.bincount(index[mask & keep], minlength=bins + 1)
+    negative = np.bincount(index[~mask & keep], minlength=bins + 1)
+    return positive, negative
+
+
+class PxAP:
+    """Pixel average precision over score thresholds i / bins (Choe et al.), from histograms only."""
+
+    def __init__(self, bins: int = 100) -> None:
+        self.bins = bins
+        self.positive = np.zeros(bins + 1, np.int64)
+        self.negative = np.zeros(bins + 1, np.int64)
+        self.count = 0
+
+    def add(self, positive: np.ndarray, negative: np.ndarray) -> None:
+        self.positive += positive
+        self.negative += negative
+        self.count += 1
+
+    def result(self) -> float | None:
+        """AP in 0..1 (None with no object pixels): precision x recall gain, thresholds high to low."""
+        total = self.positive.sum()
+        if total == 0:
+            return None
+        tp = self.positive[::-1].cumsum()
+        fp = self.negative[::-1].cumsum()
+        precision = np.divide(tp, tp + fp, out=np.zeros(len(tp)), where=(tp + fp) > 0)
+        recall_gain = np.diff(tp, prepend=0) / total
+        return float((precision * recall_gain).sum())

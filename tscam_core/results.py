@@ -1,0 +1,191 @@
+"""The evaluation results folder (docs/results-format.md): written once by the evaluation, read by everyone else.
+
+Stable API, used by the dashboard and the docs script:
+
+    results = load_results("results/fashion")     # raises ResultsError naming what is wrong
+    results.name, results.summary, results.metrics  # dicts straight from summary.json
+    results.per_image                               # pandas DataFrame, read on first access, then cached
+    results.thumbnail_path("img_001")               # Path of that image's PNG, or None
+    results.thumbnails()                            # {image_id: Path} for every thumbnail on disk
+
+    write_results(path, summary, rows)              # rows: a DataFrame or a list of row dicts
+
+``summary.json`` is written last, so a folder without it is an evaluation that did not finish.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import TSCAMError
+
+FORMAT_NAME = "tscam-results"
+FORMAT_VERSION = 1
+SUMMARY_FILE = "summary.json"
+TABLE_FILE = "per_image.parquet"
+THUMBNAIL_DIR = "thumbnails"
+
+REQUIRED_SUMMARY = ("name", "checkpoint", "dataset", "settings", "metrics", "versions")
+REQUIRED_METRICS = ("top1_cls", "top5_cls", "top1_loc", "top5_loc", "gt_known_loc")
+REQUIRED_COLUMNS = (
+    "image_id", "image_path", "gt_class", "gt_boxes", "width", "height", "top5_classes", "top5_scores",
+    "pred_box", "gt_known_box", "iou", "iog", "iop", "gt_known_iou", "error_type", "correct_cls",
+    "top1_loc", "top5_loc", "gt_known", "thumbnail",
+)
+
+
+def thumbnail_name(image_id: str) -> str:
+    """The PNG file name of an image's thumbnail: the id with anything but letters, digits, '.-_' as '_'."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", str(image_id)) + ".png"
+
+
+class ResultsError(TSCAMError, ValueError):
+    """A results folder that cannot be read; the message names the folder and what is missing or wrong."""
+
+    def __init__(self, message: str, path: str | Path) -> None:
+        self.path = str(path)
+        super().__init__(f"{path}: {message}")
+
+
+class Results:
+    """One evaluation run on disk. The per-image table is read lazily: the summary alone is cheap."""
+
+    def __init__(self, path: Path, summary: dict[str, Any]) -> None:
+        self.path = path
+        self.summary = summary
+
+    @property
+    def name(self) -> str:
+        return str(self.summary["name"])
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.summary["metrics"]
+
+    @cached_property
+    def per_image(self) -> pd.DataFrame:
+        try:
+            return pd.read_parquet(self.path / TABLE_FILE)
+        except (OSError, ValueError) as error:
+            raise ResultsError(f"{TABLE_FILE} cannot be read ({error})", self.path) from error
+
+    def thumbnail_path(self, image_id: str) -> Path | None:
+        path = self.path / THUMBNAIL_DIR / thumbnail_name(image_id)
+        return path if path.is_file() else None
+
+    def thumbnails(self) -> dict[str, Path]:
+        folder = self.path / THUMBNAIL_DIR
+        if not folder.is_dir():
+            return {}
+        on_disk = {p.name: p for p in folder.glob("*.png")}
+        ids = self.per_image["image_id"].tolist()
+        return {image_id: on_disk[thumbnail_name(image_id)] for image_id in ids if thumbnail_name(image_id) in on_disk}
+
+    def __repr__(self) -> str:
+        return f"Results({str(self.path)!r}, {self.summary.get('dataset', {}).get('num_images')} images)"
+
+
+def load_results(path: str | Path) -> Results:
+    """Open a results folder, checking format, version and completeness before anything is shown."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ResultsError("no such results folder", path)
+    summary_path = path / SUMMARY_FILE
+    if not summary_path.is_file():
+        hint = "the evaluation did not finish" if (path / THUMBNAIL_DIR).is_dir() or (path / TABLE_FILE).exists() \
+            else "not a results folder"
+        raise ResultsError(f"no {SUMMARY_FILE} ({hint}; re-run python -m tscam_core.evaluate)", path)
+    summary = read_summary(summary_path)
+    table = path / TABLE_FILE
+    if not table.is_file():
+        raise ResultsError(f"{TABLE_FILE} is missing: the folder is incomplete", path)
+    check_table(table, summary, path)
+    return Results(path, summary)
+
+
+def read_summary(summary_path: Path) -> dict[str, Any]:
+    folder = summary_path.parent
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ResultsError(f"{SUMMARY_FILE} is not valid JSON ({error}); the file is damaged", folder) from error
+    if not isinstance(summary, dict) or summary.get("format") != FORMAT_NAME:
+        raise ResultsError(f"{SUMMARY_FILE} is not a tscam results summary (no format '{FORMAT_NAME}')", folder)
+    version = summary.get("format_version")
+    if version != FORMAT_VERSION:
+        age = "an older" if isinstance(version, int) and version < FORMAT_VERSION else "another"
+        raise ResultsError(f"results format version {version} is {age} format; this tscam reads version "
+                           f"{FORMAT_VERSION}: re-run python -m tscam_core.evaluate", folder)
+    missing = [key for key in REQUIRED_SUMMARY if key not in summary]
+    missing += [f"metrics.{key}" for key in REQUIRED_METRICS if key not in summary.get("metrics", {})]
+    if missing:
+        raise ResultsError(f"{SUMMARY_FILE} lacks {', '.join(missing)}", folder)
+    return summary
+
+
+def check_table(table: Path, summary: dict[str, Any], folder: Path) -> None:
+    """Columns and row count from the Parquet footer only, so loading stays cheap."""
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_metadata(table)
+        columns = set(metadata.schema.to_arrow_schema().names)
+    except (OSError, ValueError) as error:
+        raise ResultsError(f"{TABLE_FILE} is damaged ({error})", folder) from error
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise ResultsError(f"{TABLE_FILE} lacks the columns {', '.join(missing)}", folder)
+    expected = summary.get("dataset", {}).get("num_images")
+    if expected is not None and metadata.num_rows != expected:
+        raise ResultsError(f"{TABLE_FILE} has {metadata.num_rows} rows but the summary counts {expected} images: "
+                           "the folder is incomplete", folder)
+
+
+def write_results(path: str | Path, summary: dict[str, Any], rows: pd.DataFrame | Sequence[dict]) -> Results:
+    """Write the table, then the summary (with format and version), each atomically; returns the loaded view."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    table = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows), columns=_columns(rows))
+    summary = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **summary}
+    _atomic(path / TABLE_FILE, lambda temporary: table.to_parquet(temporary, index=False))
+    _atomic(path / SUMMARY_FILE,
+            lambda temporary: Path(temporary).write_text(json.dumps(plain(summary), indent=1), encoding="utf-8"))
+    return load_results(path)
+
+
+def plain(value: Any) -> Any:
+    """JSON-safe: numpy scalars and arrays to Python, NaN and infinities to null (JSON has neither)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if hasattr(value, "tolist"):
+        return plain(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _columns(rows: Sequence[dict]) -> list[str] | None:
+    return None if rows else list(REQUIRED_COLUMNS)
+
+
+def _atomic(target: Path, write) -> None:
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
