@@ -131,10 +131,13 @@ SECTION_TITLES = {
 #: What lies behind a missed goal and what would close it, by metric; printed for every missed one.
 REMEDIES = {
     "explain / logits-only time":
-        "explain adds to each block two forward hooks and the class-token row (a B x H x 1 x N product, well under "
-        "1% of a block's arithmetic), but that product first copies k (B x H x N x d) to contiguous memory in every "
-        "block; a per-head product on k's strided view copies nothing (a change in tscam_core/model.py). Beyond "
-        "that, a few percent is within the run-to-run noise of a shared CPU: rerun on an idle machine.",
+        "explain adds two forward hooks to each block and one small product per block, q_cls k^T (B x H x 1 x N); "
+        "the softmax and the head mean run once for all blocks. That is a fixed cost of a few tensor calls per "
+        "block, tens of microseconds each: several percent of a forward that lasts a few milliseconds (a small "
+        "model at batch 1), well under 3% of a DeiT-S forward. Closing it for tiny models needs the capture "
+        "without Python hooks (torch.compile of the explain pass, or an attention module that emits the class row "
+        "itself). Beyond that, a few percent is within the run-to-run noise of a shared CPU: rerun on an idle "
+        "machine.",
     "explain / logits-only peak memory":
         "explain keeps only B x L x N attention rows and S_c; the one transient is the contiguous copy of k "
         "(B x H x N x d) made for the row product in each block; a per-head product on the strided view avoids it.",
@@ -148,12 +151,14 @@ REMEDIES = {
         "one linear layer on the class token; with many classes that is several percent of the step. bf16 autocast "
         "and channels-last on GPU, or torch.compile, would close it.",
     "full evaluation / forward-only images/s":
-        "the per-image work (boxes for every variant and every layer count, the MaxBoxAccV2 threshold sweep, PxAP "
-        "histograms, a thumbnail for every failure: with random weights every image fails) and the decoding "
-        "workers share the two cores with the forward. With a small model this CPU work, not the forward, sets "
-        "the pace; a coarser sweep (cam_curve_interval), thumbnails on request and optional per-layer-count boxes "
-        "would close it. On a GPU the CPU work overlaps the forward. Few images also leave the pipeline's fill "
-        "and drain unamortised.",
+        "the per-image CPU work competes with the forward for the same two cores (shared with other processes): "
+        "decoding, the MaxBoxAccV2 sweep (one OpenCV contour pass per CAM threshold, 100 at the default 0.01 "
+        "interval, shared with the CAM-threshold curve and the main box), one box per map variant and per layer "
+        "count, PxAP histograms and a PNG thumbnail for every failure (with random weights every image fails). "
+        "When the forward costs a few milliseconds per image (a small model), this work sets the pace whatever "
+        "overlaps what. What closes it: more cores (the scoring pool scales with --threads), a GPU for the forward, "
+        "a coarser sweep (--cam-curve-interval 0.05: five times fewer contour passes), thumbnails on request. "
+        "Few images also leave the pipeline's fill and drain unamortised.",
     "threshold change (no forward)":
         "the box is found on the map upsampled to the input size and the main overlay is redrawn at display size; "
         "cache the upsampled map per (class, layers, variant) so that only the contour search and the blend remain.",

@@ -52,7 +52,12 @@ SECTION_METHODS = {
 @dataclass(frozen=True)
 class Plan:
     """How much to measure: ``precise`` for batch 1 and for section 1's tight goals, ``heavy`` for
-    the expensive batch-16 comparisons (384 px explicit, GradCAM top-5, training, evaluation)."""
+    the expensive batch-16 comparisons (384 px explicit, GradCAM top-5, training, evaluation).
+
+    ``--quick`` is a smoke run of every row in under 3 minutes on 2 busy CPU cores: two timed
+    rounds where goals are tight, and one round with no warm-up for the heavy comparisons,
+    whose calls last seconds (a warm-up round would double the run for little precision).
+    """
 
     precise: Budget
     heavy: Budget
@@ -61,7 +66,7 @@ class Plan:
     @classmethod
     def create(cls, device: torch.device, quick: bool) -> Plan:
         if quick:
-            return cls(Budget(device, 3, 1), Budget(device, 1, 1), eval_images=32)
+            return cls(Budget(device, 2, 1), Budget(device, 1, 0), eval_images=32)
         return cls(Budget(device, 9, 2), Budget(device, 4, 1), eval_images=128)
 
     def for_batch(self, batch: int) -> Budget:

@@ -16,8 +16,14 @@ from tscam_core.errors import TSCAMError
 
 CHECKPOINT = ROOT / "checkpoints" / "tscam_fashion.safetensors"
 BENCHMARK = ROOT / "data" / "fashion-cluttered-test"
-#: The benchmark's test split size (the generator's default).
-TEST_IMAGES = 2000
+def benchmark_config(checkpoint: Path):
+    """The test split the checkpoint was trained and scored for, from the recipe in its metadata."""
+    from tscam_core.checkpoint import read_checkpoint
+    from tscam_core.datasets.fashion import BenchmarkConfig
+
+    recipe = read_checkpoint(checkpoint)[0].recipe
+    return BenchmarkConfig(train=0, test=recipe.get("generate_test", BenchmarkConfig.test),
+                           canvas=recipe.get("canvas", BenchmarkConfig.canvas), seed=recipe.get("seed", BenchmarkConfig.seed))
 
 
 def make(progress: Callable[[str], None] = print) -> Path:
@@ -29,8 +35,8 @@ def make(progress: Callable[[str], None] = print) -> Path:
     checkpoint, benchmark, out = CHECKPOINT, BENCHMARK, runs.SHIPPED_RUN
     if not checkpoint.is_file():
         raise FileNotFoundError(f"the shipped checkpoint {checkpoint} is missing")
-    if not (benchmark / "images.txt").is_file():
-        config = fashion.BenchmarkConfig(train=0, test=TEST_IMAGES)
+    config = benchmark_config(checkpoint)
+    if not (benchmark / "images.txt").is_file() or fashion.differences(benchmark, config):
         progress(f"Rendering the {config.test:,} test images of Cluttered Fashion-MNIST into {benchmark}…")
         fashion.generate(benchmark, config, overwrite=True, progress=False)
     progress(f"Evaluating {checkpoint.name} on them (a few minutes on a CPU)…")

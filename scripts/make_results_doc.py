@@ -1,29 +1,36 @@
 """Write docs/results.md: the paper's CUB tables, reproduced on the embedded benchmark from one evaluation run.
 
     python scripts/make_results_doc.py --checkpoint checkpoints/tscam_fashion.safetensors \\
-        --dataset data/fashion-cluttered
+        --dataset data/fashion-cluttered [--cnn-checkpoint runs/fashion-cnn/best.safetensors]
 
 One ``python -m tscam_core.evaluate`` run (run here as a subprocess, so the command shown in the
 document is the command that ran) holds everything: Table 5's map variants, Table 12's layer counts,
-Fig. 7's curve, Table 7's error analysis and MaxBoxAccV2 / PxAP. ``--reuse`` keeps an existing
-results folder made from the same checkpoint file (same SHA-256). Every number written comes from
-that folder; the paper's CUB-200-2011 figures are copied beside them for reference only.
+Fig. 7's curve, Table 7's error analysis and MaxBoxAccV2 / PxAP. With ``--cnn-checkpoint`` (a CNN
+CAM trained by ``train/run.py --preset fashion-cnn``) a second run gives Table 5's CAM row and a CAM
+row of Table 7; without it the CAM row says "not run" and gives the commands that would fill it.
+``--reuse`` keeps an existing results folder made from the same checkpoint file (same SHA-256).
+Every number written comes from those folders; the paper's CUB-200-2011 figures are copied beside
+them for reference only.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tscam_core.checkpoint import Family, ModelInfo  # noqa: E402
 from tscam_core.errors import TSCAMError  # noqa: E402
 from tscam_core.evaluate import file_sha256  # noqa: E402
+from tscam_core.loading import load_model  # noqa: E402
 from tscam_core.results import Results, load_results  # noqa: E402
 
 #: The paper's CUB-200-2011 figures (Tables 5, 7, 8, 12), in percent; None where the paper has none.
@@ -44,6 +51,34 @@ PAPER_TABLE7 = {  # Cls, M-Ins, Part, More, OT
 }
 VARIANT_ROWS = (("trans_attention", "TransAttention"), ("trans_cam", "TransCAM"), ("tscam", "TS-CAM"))
 ERRORS = ("cls", "m_ins", "part", "more", "ot")
+#: How the CAM row is produced when it was not: the training recipe, then this script with the checkpoint.
+CNN_TRAIN_COMMAND = "python train/run.py --preset fashion-cnn --name fashion-cnn"
+CNN_CHECKPOINT = "runs/fashion-cnn/best.safetensors"
+
+
+#: Recipe fields that name the model or only where and how fast a run went: not part of "trained the same way".
+NOT_RECIPE = {"model_family", "arch", "timm_extra", "img_size", "patch_size", "depth", "embed_dim", "num_heads",
+              "preset", "name", "output", "export", "device", "workers", "threads", "save_every", "progress",
+              "max_steps", "epochs_done", "steps_done", "amp", "channels_last", "on_error"}
+
+
+class Evaluation(NamedTuple):
+    """One evaluated checkpoint: its results folder, the command that wrote it, its size and metadata.
+
+    A NamedTuple, not a dataclass: the tests load this script by path, outside sys.modules.
+    """
+
+    results: Results
+    command: list[str]
+    parameters: int
+    info: ModelInfo
+
+
+def recipe_differences(cnn: ModelInfo, tscam: ModelInfo) -> list[str]:
+    """Training settings in which the two checkpoints' recipes differ (the model itself aside)."""
+    keys = sorted((set(cnn.recipe) | set(tscam.recipe)) - NOT_RECIPE)
+    return [f"{key} {cnn.recipe.get(key)!r} (TS-CAM: {tscam.recipe.get(key)!r})" for key in keys
+            if cnn.recipe.get(key) != tscam.recipe.get(key)]
 
 
 def pct(value: float | None, digits: int = 1) -> str:
@@ -58,21 +93,30 @@ def row(*cells: object) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def evaluation_command(args: argparse.Namespace, out: Path) -> list[str]:
-    command = ["python", "-m", "tscam_core.evaluate", "--checkpoint", str(args.checkpoint), "--dataset",
-               str(args.dataset), "--split", args.split, "--out", str(out), "--threshold", str(args.threshold),
+def cam_threshold(args: argparse.Namespace, checkpoint: str) -> float:
+    """--threshold, else the one the checkpoint's training chose on its validation split (never on test), else 0.1."""
+    if args.threshold is not None:
+        return args.threshold
+    info = load_model(checkpoint, family=None).info
+    return float(info.evaluation.get("validation", {}).get("best_threshold", 0.1))
+
+
+def evaluation_command(args: argparse.Namespace, checkpoint: str, out: Path) -> list[str]:
+    command = ["python", "-m", "tscam_core.evaluate", "--checkpoint", str(checkpoint), "--dataset",
+               str(args.dataset), "--split", args.split, "--out", str(out),
+               "--threshold", str(cam_threshold(args, checkpoint)),
                "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--device", args.device]
     if args.limit:
         command += ["--limit", str(args.limit)]
     return command
 
 
-def run_evaluation(args: argparse.Namespace, out: Path) -> tuple[Results, list[str]]:
-    command = evaluation_command(args, out)
+def run_evaluation(args: argparse.Namespace, checkpoint: str, out: Path) -> tuple[Results, list[str]]:
+    command = evaluation_command(args, checkpoint, out)
     if args.reuse and (out / "summary.json").is_file():
         try:
             existing = load_results(out)
-            if existing.summary["checkpoint"].get("sha256") == file_sha256(Path(args.checkpoint)):
+            if existing.summary["checkpoint"].get("sha256") == file_sha256(Path(checkpoint)):
                 return existing, command
         except TSCAMError:
             pass
@@ -80,6 +124,56 @@ def run_evaluation(args: argparse.Namespace, out: Path) -> tuple[Results, list[s
     if completed.returncode != 0:
         raise SystemExit(f"the evaluation failed (exit {completed.returncode}): {shlex.join(command)}")
     return load_results(out), command
+
+
+def evaluate_checkpoint(args: argparse.Namespace, checkpoint: str, family: Family, out: Path) -> Evaluation:
+    """Evaluate ``checkpoint``; one of the other family is refused first, with a CheckpointError naming it."""
+    model = load_model(checkpoint, family=family)
+    results, command = run_evaluation(args, checkpoint, out)
+    return Evaluation(results, command, sum(p.numel() for p in model.parameters()), model.info)
+
+
+def cam_rows(cnn: Evaluation | None, results: Results, tscam: Evaluation | None,
+             script_command: str) -> tuple[list[str], list[str]]:
+    """Table 5's CAM row and the paragraph under the table: what was measured, or how to measure it."""
+    reference = map(paper, PAPER_TABLE5["CAM (VGG16)"])
+    vgg = ("The paper's CAM figures beside it are VGG16's on CUB (GoogLeNet's: "
+           + " / ".join(map(paper, PAPER_TABLE5["CAM (GoogLeNet)"])) + ").")
+    if cnn is None:
+        return [row("CAM (CNN of comparable size)", "not run", "", "", *reference)], [
+            "The CAM row was not run. It needs the CNN CAM baseline (CAM of Zhou et al. 2016 on a timm CNN "
+            "of TS-CAM's size: the `fashion-cnn` preset of `tscam_core/recipes.py`) trained by the same "
+            "recipe on the same data, then this script with its checkpoint:",
+            "",
+            "```",
+            CNN_TRAIN_COMMAND,
+            f"{script_command} --cnn-checkpoint {CNN_CHECKPOINT}",
+            "```",
+            "",
+            vgg,
+        ]
+    m, arch = cnn.results.metrics, cnn.results.summary["checkpoint"]["arch"]
+    v = m["variants"]["cam"]
+    sizes = f", {cnn.parameters:,} parameters" + (f" against TS-CAM's {tscam.parameters:,}" if tscam else "")
+    if tscam is None:
+        training = "Its recipe was not compared with TS-CAM's."
+    else:
+        differences = recipe_differences(cnn.info, tscam.info)
+        training = ("It was trained exactly as the TS-CAM checkpoint was (same recipe fields, the model aside)."
+                    if not differences else
+                    "Its recipe differs from the TS-CAM checkpoint's in: " + "; ".join(differences) + ".")
+    return [row(f"CAM (CNN: {arch})", pct(v["top1_loc"]), pct(v["top5_loc"]), pct(v["gt_known_loc"]), *reference)], [
+        f"The CAM row is CAM (Zhou et al. 2016) on a CNN, `{arch}` with timm arguments "
+        f"`{json.dumps(cnn.info.timm_kwargs)}`{sizes}, trained by `{cnn.info.evaluation.get('recipe', '?')}`. {training} "
+        f"Its Top-1 Cls is {pct(m['top1_cls'])} (TS-CAM: {pct(results.metrics['top1_cls'])}). Its numbers come "
+        f"from `{cnn.results.path}`, written by:",
+        "",
+        "```",
+        shlex.join(cnn.command),
+        "```",
+        "",
+        vgg,
+    ]
 
 
 def fig7(results: Results, path: Path) -> None:
@@ -98,7 +192,9 @@ def fig7(results: Results, path: Path) -> None:
     figure.write_image(str(path))
 
 
-def render(results: Results, command: list[str], script_command: str, figure: Path, doc: Path) -> str:
+def render(results: Results, command: list[str], script_command: str, figure: Path, doc: Path,
+           cnn: Evaluation | None = None, tscam: Evaluation | None = None) -> str:
+    """The document; ``cnn`` fills Table 5's CAM row, ``tscam`` (this run's checkpoint) sizes and recipes it."""
     s = results.summary
     m = s["metrics"]
     ckpt, data = s["checkpoint"], s["dataset"]
@@ -115,7 +211,8 @@ def render(results: Results, command: list[str], script_command: str, figure: Pa
         f"- checkpoint: `{ckpt['source']}` (sha256 `{(ckpt.get('sha256') or '?')[:16]}...`), {ckpt['arch']}, "
         f"{ckpt.get('depth', '?')} blocks, {ckpt['num_classes']} classes",
         f"- dataset: `{data['path']}` ({data['kind']}), split `{data['split']}`, {data['num_images']} images",
-        f"- settings: CAM threshold {s['settings']['cam_threshold']}, IoU {s['settings']['iou_threshold']}, "
+        f"- settings: CAM threshold {s['settings']['cam_threshold']} (unless given, the one the checkpoint's "
+        f"training chose on its validation split, held out of the training images), IoU {s['settings']['iou_threshold']}, "
         f"boxes in the {s['settings'].get('frame', 'model_input')} frame, MaxBoxAccV2/PxAP threshold step "
         f"{s['settings'].get('cam_curve_interval')}",
         f"- run: {s['created']}, {s['wall_time_s']:.0f} s, {s['images_per_second']:.1f} images/s on {s.get('device', '?')}; "
@@ -136,18 +233,15 @@ def render(results: Results, command: list[str], script_command: str, figure: Pa
     lines += ["", "## Map variants (paper Table 5)", "",
               row("method", "Top-1 Loc", "Top-5 Loc", "GT-known Loc", "paper Top-1", "paper Top-5", "paper GT-known"),
               row("---", "---:", "---:", "---:", "---:", "---:", "---:")]
-    lines.append(row("CAM (CNN of comparable size)", "not measured", "", "", *map(paper, PAPER_TABLE5["CAM (VGG16)"])))
+    cam_row, cam_note = cam_rows(cnn, results, tscam, script_command)
+    lines += cam_row
     for key, label in VARIANT_ROWS:
         v = m["variants"][key]
         ref = PAPER_TABLE5[f"{label} (Deit-S)"] if f"{label} (Deit-S)" in PAPER_TABLE5 else (None,) * 3
         lines.append(row(label, pct(v["top1_loc"]), pct(v["top5_loc"]), pct(v["gt_known_loc"]), *map(paper, ref)))
     lines += [
         "",
-        "The CAM row is missing: it needs a CNN of comparable size (e.g. timm `resnet18` or `mobilenetv3_large_100`) "
-        "trained the same way on the same data, with global average pooling before a linear classifier, and a "
-        "map per class from the classifier weights times the last feature map (Zhou et al. 2016). tscam_core has "
-        "no such model yet; scoring it would need a small adapter that returns its class maps as an `Explanation` "
-        "(semantic = the CAMs, constant attention), after which this evaluation applies unchanged.",
+        *cam_note,
         "",
         "## Layer count (paper Table 12): TS-CAM with A* averaged over the first k blocks", "",
         row("k", "Top-1 Loc", "Top-5 Loc", "GT-known Loc", "paper Top-1", "paper Top-5", "paper GT-known"),
@@ -172,6 +266,10 @@ def render(results: Results, command: list[str], script_command: str, figure: Pa
               row("---", "---:", "---:", "---:", "---:", "---:", "---:")]
     errors = m["error_analysis"]
     lines.append(row("measured (TS-CAM)", *(pct(errors[e], 2) for e in ERRORS), pct(m["top1_loc"], 2)))
+    if cnn is not None:
+        cnn_metrics = cnn.results.metrics
+        lines.append(row(f"measured (CAM, {cnn.results.summary['checkpoint']['arch']})",
+                         *(pct(cnn_metrics["error_analysis"][e], 2) for e in ERRORS), pct(cnn_metrics["top1_loc"], 2)))
     for label, ref in PAPER_TABLE7.items():
         lines.append(row(f"paper: {label}", *map(paper, ref), ""))
     box = m["maxboxacc_v2"]
@@ -204,28 +302,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default="results/benchmark", help="results folder of the evaluation")
     parser.add_argument("--doc", default="docs/results.md")
     parser.add_argument("--figure", default="docs/figures/results_fig7.png")
-    parser.add_argument("--threshold", type=float, default=0.1)
+    parser.add_argument("--threshold", type=float, help="CAM threshold of the official boxes (default: the one each "
+                                                         "checkpoint's training chose on its validation split, else 0.1)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--reuse", action="store_true", help="reuse the results folder if it is from this checkpoint")
+    parser.add_argument("--cnn-checkpoint", help="a CNN CAM checkpoint (train/run.py --preset fashion-cnn) for "
+                                                 "Table 5's CAM row; without it the row says 'not run'")
+    parser.add_argument("--cnn-results", default="results/benchmark-cnn", help="results folder of its evaluation")
     args = parser.parse_args(argv)
     os.chdir(REPO)  # relative paths are the repository's, so the commands in the document run as shown
-    missing = [f"{what} {path}" for what, path in (("checkpoint", args.checkpoint), ("dataset", args.dataset))
-               if not Path(path).exists()]
+    paths = [("checkpoint", args.checkpoint), ("dataset", args.dataset)]
+    if args.cnn_checkpoint:
+        paths.append(("CNN checkpoint", args.cnn_checkpoint))
+    missing = [f"{what} {path}" for what, path in paths if not Path(path).exists()]
     if missing:
         print("cannot write the results document; missing: " + ", ".join(missing), file=sys.stderr)
-        if "checkpoint" in " ".join(missing):
+        if any(text.startswith("checkpoint") for text in missing):
             print("train one (train/run.py) or pass --checkpoint", file=sys.stderr)
-        if "dataset" in " ".join(missing):
+        if any(text.startswith("CNN checkpoint") for text in missing):
+            print(f"train it: {CNN_TRAIN_COMMAND}", file=sys.stderr)
+        if any(text.startswith("dataset") for text in missing):
             print("generate it: python -m tscam_core.datasets.fashion --out data/fashion-cluttered", file=sys.stderr)
         return 2
-    results, command = run_evaluation(args, Path(args.results))
+    try:
+        tscam = evaluate_checkpoint(args, args.checkpoint, "tscam", Path(args.results))
+        cnn = (evaluate_checkpoint(args, args.cnn_checkpoint, "cnn_cam", Path(args.cnn_results))
+               if args.cnn_checkpoint else None)
+    except TSCAMError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     doc, figure = Path(args.doc).resolve(), Path(args.figure).resolve()
-    fig7(results, figure)
+    fig7(tscam.results, figure)
     script_command = "python scripts/make_results_doc.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    doc.write_text(render(results, command, script_command.strip(), figure, doc), encoding="utf-8")
+    doc.write_text(render(tscam.results, tscam.command, script_command.strip(), figure, doc, cnn, tscam),
+                   encoding="utf-8")
     print(f"wrote {doc} and {figure}")
     return 0
 

@@ -124,3 +124,12 @@ def test_goal_and_row():
         Goal("~", 1.0)
     assert Row(1, "m", 1, "", "x", 2.0).met is None
     assert Row(1, "m", 1, "", "x", 2.0, goal=Goal("<=", 1.03)).to_dict()["met"] is False
+
+
+def test_quick_plan_trims_repetitions_not_what_is_measured():
+    quick, full = Plan.create(CPU, quick=True), Plan.create(CPU, quick=False)
+    # --quick must stay well under the full run: fewer rounds everywhere, no warm-up for the heavy calls ...
+    assert quick.precise.repeats < full.precise.repeats and quick.heavy.repeats <= full.heavy.repeats
+    assert quick.heavy.warmup == 0 < full.heavy.warmup
+    # ... yet still time every candidate at least once and evaluate at least two batches of 16.
+    assert quick.precise.repeats >= 2 and quick.heavy.repeats >= 1 and quick.eval_images >= 32

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -15,6 +16,8 @@ from tscam_core import (
     predict_box,
     upsample_map,
 )
+from tscam_core.boxes import contour_sweep
+from tscam_core.metrics import cam_thresholds
 
 
 def blank(height: int = 60, width: int = 80) -> np.ndarray:
@@ -115,3 +118,52 @@ def test_localize_upsamples_the_chosen_map_and_boxes_it():
     np.testing.assert_allclose(result.map01, upsample_map(cam, (40, 60)))
     np.testing.assert_array_equal(result.box, box_from_map(result.map01, 0.5))
     assert result.box[0] < 10 and result.box[1] >= 15 and result.box[3] == 40  # bottom-left, as attended
+
+
+def official_boxes(cam01: np.ndarray, threshold: float) -> list[tuple[int, int, int, int]]:
+    """The official code's loop, one threshold at a time: every external contour's bounding box."""
+    gray = (np.clip(cam01, 0, 1) * 255).astype(np.uint8)
+    _, mask = cv2.threshold(gray, int(threshold * np.max(gray)), 255, cv2.THRESH_BINARY)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return [(x, y, x + w, y + h) for x, y, w, h in map(cv2.boundingRect, contours)]
+
+
+def random_maps(count: int) -> list[np.ndarray]:
+    """Smooth maps upsampled from token grids (as evaluated), noise, plateaus with ties, empty and constant maps."""
+    rng = np.random.default_rng(0)
+    maps = [blank(), np.full((30, 40), 0.7, np.float32)]
+    for i in range(count):
+        tokens = rng.random((int(rng.integers(2, 15)), int(rng.integers(2, 15)))).astype(np.float32)
+        cam = upsample_map(tokens ** (3 if i % 2 else 1), (int(rng.integers(8, 90)), int(rng.integers(8, 90))))
+        if i % 5 == 0:
+            cam = rng.random(cam.shape).astype(np.float32)
+        if i % 7 == 0:
+            cam = np.round(cam * 4) / 4
+        maps.append(cam)
+    return maps
+
+
+def test_sweep_gives_every_threshold_the_boxes_of_the_one_threshold_loop():
+    thresholds = cam_thresholds(0.01)
+    for cam in random_maps(40):
+        sweep = contour_sweep(cam, thresholds, largest_at=range(len(thresholds)))
+        assert sweep.boxes.shape == (len(sweep.owner), 4)
+        for j, threshold in enumerate(thresholds):
+            got = sorted(map(tuple, sweep.boxes[sweep.owner == j].astype(int).tolist()))
+            assert got == sorted(official_boxes(cam, float(threshold))), (j, threshold)
+            np.testing.assert_array_equal(sweep.largest[j], box_from_map(cam, float(threshold)))
+
+
+def test_sweep_keeps_only_outer_contours_and_repeated_thresholds():
+    cam = blank(40, 40)
+    cam[5:35, 5:35] = 1.0
+    cam[10:30, 10:30] = 0.0  # a ring ...
+    cam[15:25, 15:25] = 0.8  # ... around an island: the island's contour is not external
+    sweep = contour_sweep(cam, [0.5, 0.9, 0.5], largest_at=[0, 1, 2])
+    np.testing.assert_array_equal(sweep.boxes, [[5, 5, 35, 35], [5, 5, 35, 35], [5, 5, 35, 35]])
+    np.testing.assert_array_equal(sweep.owner, [0, 1, 2])
+    # Above 0.9 x 255 = 229 the island (gray 204) is gone either way.
+    assert all(np.array_equal(box, [5, 5, 35, 35]) for box in sweep.largest.values())
+    empty = contour_sweep(blank(), [0.0, 0.5], largest_at=[1])
+    assert empty.boxes.shape == (0, 4) and empty.owner.shape == (0,)
+    np.testing.assert_array_equal(empty.largest[1], [0, 0, 1, 1])

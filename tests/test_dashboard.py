@@ -266,7 +266,6 @@ def start_default(monkeypatch, tmp_path: Path, checkpoint: Path) -> AppTest:
     monkeypatch.setattr(runs, "SHIPPED_RUN", tmp_path / "results" / "shipped-fashion")
     monkeypatch.setattr(shipped, "CHECKPOINT", checkpoint)
     monkeypatch.setattr(shipped, "BENCHMARK", tmp_path / "benchmark")
-    monkeypatch.setattr(shipped, "TEST_IMAGES", 12)
     monkeypatch.setattr(sys, "argv", ["dashboard/app.py"])
     app = AppTest.from_file(str(APP), default_timeout=120).run()
     assert not app.exception, app.exception
@@ -279,7 +278,9 @@ def test_first_start_makes_the_shipped_results(monkeypatch, folders, tmp_path):
         fashion.find_source(None)
     except Exception as error:  # no local Fashion-MNIST: nothing to render the benchmark from
         pytest.skip(f"Fashion-MNIST is not on this machine ({error})")
-    checkpoint = save_checkpoint(make_tiny_model(num_classes=10), tiny_info(num_classes=10), tmp_path / "fashion.safetensors")
+    # the recipe in the checkpoint decides which test split is rendered: 12 images here
+    checkpoint = save_checkpoint(make_tiny_model(num_classes=10), dataclasses.replace(tiny_info(num_classes=10), recipe={"generate_test": 12}),
+                                 tmp_path / "fashion.safetensors")
     app = start_default(monkeypatch, tmp_path, checkpoint)
     assert app.status[0].label == "Shipped results ready"
     written = pd.read_parquet(tmp_path / "results" / "shipped-fashion" / "per_image.parquet")

@@ -16,6 +16,7 @@ from tscam_core.datasets import open_dataset
 from tscam_core.datasets.fashion import (
     CLASS_NAMES,
     BenchmarkConfig,
+    differences,
     generate,
     load_fashion_mnist,
     main,
@@ -141,9 +142,27 @@ def test_item_is_scaled_and_drawn_over_distractors():
     np.testing.assert_array_equal(rendered.box, tight_box(rendered.mask))
 
 
+def test_contrast_scales_the_background_swing():
+    def background_spread(contrast: float) -> float:
+        config = BenchmarkConfig(distractors_min=0, distractors_max=0, noise=0.0, contrast=contrast)
+        rendered = render(square_item(), [], config, np.random.default_rng(3))
+        return float(rendered.image[~rendered.mask].astype(float).std(axis=0).mean())
+
+    assert background_spread(0.0) == 0.0, "no contrast: one flat colour"
+    assert 0 < background_spread(0.35) < background_spread(0.7) < background_spread(1.0)
+
+
+def test_differences_name_the_fields_that_change_the_pixels(generated):
+    assert differences(generated, SMALL) == {}
+    assert differences(generated, BenchmarkConfig(train=12, test=6, seed=0, contrast=0.5)) == {"contrast": (0.7, 0.5)}
+    assert set(differences(generated.parent / "nowhere", SMALL)) == set(BenchmarkConfig.__dataclass_fields__)
+
+
 def test_config_is_validated():
     with pytest.raises(ValueError, match="item_max <= canvas"):
         BenchmarkConfig(canvas=32, item_max=40)
+    with pytest.raises(ValueError, match="contrast must not be negative"):
+        BenchmarkConfig(contrast=-0.1)
 
 
 def test_cli_writes_summary_and_refuses_to_overwrite(tmp_path, capsys):

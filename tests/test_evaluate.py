@@ -12,10 +12,18 @@ import pytest
 from conftest import TINY_CLASSES, make_tiny_model, tiny_info
 from PIL import Image
 
-from tscam_core import DatasetError, explain_images, load_model, localize, save_checkpoint
+from tscam_core import (
+    DatasetError,
+    box_from_map,
+    boxes_from_map,
+    explain_images,
+    load_model,
+    localize,
+    save_checkpoint,
+)
 from tscam_core.datasets import open_dataset
 from tscam_core.evaluate import EvalSettings, evaluate, main, parse_layers
-from tscam_core.metrics import box_iou
+from tscam_core.metrics import box_iou, cam_thresholds
 from tscam_core.results import load_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -229,3 +237,30 @@ def test_results_document_shows_the_measured_numbers(run, tmp_path):
     for k in range(1, model.depth + 1):
         assert f"| {k} | {100 * metrics['layer_count']['top1'][k - 1]:.1f} |" in text
     assert f"| PxAP | {100 * metrics['pxap']:.1f} |" in text
+
+
+def test_curve_off_the_maxboxacc_grid_equals_the_box_by_box_protocol(tmp_path, dataset_root, checkpoint):
+    """One contour sweep per image serves MaxBoxAccV2 and the CAM-threshold curve, even where the
+    curve's thresholds (0.03, 0.06, ...) are not on the sweep's grid (0.05, 0.10, ...)."""
+    model = load_model(checkpoint)
+    dataset = open_dataset(dataset_root, "test")
+    settings = EvalSettings(batch_size=4, threads=2, thumbnails=0, cam_curve_interval=0.05,
+                            threshold_curve_interval=0.03)
+    metrics = evaluate(model, dataset, tmp_path / "grid", settings, progress=False).metrics
+    curve = metrics["loc_vs_cam_threshold"]
+    sweep = cam_thresholds(0.05)
+    preprocess = model.info.transform
+    located = np.zeros(len(curve["cam_thresholds"]))
+    best = np.zeros((len(dataset), len(sweep)))
+    for index in range(len(dataset)):
+        image, sample = dataset.load(index)
+        map01 = localize(explain_images(model, [image]), sample.label, preprocess.input_size, 0.1).map01
+        _, gts = preprocess.geometry(image, sample.boxes)
+        for j, threshold in enumerate(curve["cam_thresholds"]):
+            located[j] += box_iou(box_from_map(map01, threshold), gts).max() >= 0.5
+        for j, threshold in enumerate(sweep):
+            best[index, j] = max((box_iou(box, gts).max() for box in boxes_from_map(map01, float(threshold))),
+                                 default=0.0)
+    np.testing.assert_allclose(curve["gt_known"], located / len(dataset))
+    for delta, key in ((0.3, "iou_30"), (0.5, "iou_50"), (0.7, "iou_70")):
+        assert metrics["maxboxacc_v2"][key] == pytest.approx((best >= delta).mean(axis=0).max())

@@ -72,6 +72,13 @@ def hot() -> ExplainedImage:
     )
 
 
+def test_a_cnn_cam_model_is_refused_by_name():
+    from tscam_core.cnn_cam import create_cnn_cam
+
+    with pytest.raises(TypeError, match="CNNCAM is not a TS-CAM model"):
+        Explorer(create_cnn_cam("resnet10t", 3))
+
+
 def test_settings_reject_bad_values():
     for bad in (
         dict(threshold=1.5),

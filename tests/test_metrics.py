@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tscam_core.boxes import box_from_map, boxes_from_map, contour_sweep, upsample_map
 from tscam_core.metrics import (
     Hits,
     LocalizationAccumulator,
@@ -22,6 +23,8 @@ from tscam_core.metrics import (
     hits,
     largest_box_ious,
     score_histograms,
+    sweep_best_ious,
+    sweep_largest_ious,
 )
 
 BOX = np.array([0, 0, 10, 10], np.float32)
@@ -240,3 +243,28 @@ def test_pxap_equals_average_precision_from_its_definition():
         expected += (kept & mask).sum() / kept.sum() * (recall - previous_recall)
         previous_recall = recall
     assert pxap.result() == pytest.approx(expected)
+
+
+def test_sweeps_equal_the_box_by_box_computation_on_random_maps():
+    """One contour sweep per map gives what boxes_from_map / box_from_map give threshold by threshold."""
+    rng = np.random.default_rng(1)
+    thresholds = cam_thresholds(0.01)
+    for _ in range(12):
+        cam = upsample_map(rng.random((8, 8)).astype(np.float32), (64, 64))
+        corners = rng.integers(0, 48, (3, 2))
+        gts = np.concatenate([corners, corners + rng.integers(4, 17, (3, 2))], axis=1)  # three GT boxes
+        best = [max((box_iou(box, gts).max() for box in boxes_from_map(cam, float(t))), default=0.0)
+                for t in thresholds]
+        largest = [box_iou(box_from_map(cam, float(t)), gts).max() for t in thresholds]
+        np.testing.assert_array_equal(best_box_ious(cam, gts, thresholds), best)
+        np.testing.assert_array_equal(largest_box_ious(cam, gts, thresholds), largest)
+
+
+def test_one_sweep_serves_thresholds_beyond_the_maxboxacc_grid():
+    cam = two_blobs()
+    gt = np.array([[2, 2, 6, 6]])
+    # The grid [0, 0.6] plus an extra 0.7 (e.g. a curve threshold off the grid): only the bright blob survives 0.7.
+    sweep = contour_sweep(cam, [0.0, 0.6, 0.7], largest_at=[0, 2])
+    np.testing.assert_array_equal(sweep_best_ious(sweep, gt, 2), best_box_ious(cam, gt, [0.0, 0.6]))
+    np.testing.assert_array_equal(sweep_largest_ious(sweep, gt, [0, 2]), [0.0, 1.0])
+    np.testing.assert_array_equal(sweep_best_ious(contour_sweep(np.zeros((5, 5)), [0.0, 0.5]), gt, 2), [0.0, 0.0])

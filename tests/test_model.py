@@ -17,6 +17,8 @@ SMALL_VIT = ("vit_tiny_patch16_224", {"img_size": 64, "patch_size": 8, "depth": 
 DEIT_TINY = ("deit_tiny_patch16_224", {})
 # register tokens, position embeddings on patches only, normalised q and k: other timm ViT options
 REG_VIT = ("vit_tiny_patch16_224", {**SMALL_VIT[1], "reg_tokens": 2, "no_embed_class": True, "qk_norm": True})
+# a convolutional stem (stride 4) before 2 x 2 patches: 8-pixel tokens, as the shipped model
+HYBRID_VIT = ("vit_tiny_r_s16_p8_224", {"img_size": 64, "patch_size": 2, "depth": 2, "embed_dim": 48, "num_heads": 3})
 
 # (model, input height, input width): the native size, a larger square one and a non-square one,
 # the last two through position-embedding interpolation.
@@ -28,6 +30,8 @@ CASES = [
     pytest.param(DEIT_TINY, 160, 192, id="deit_tiny-160x192"),
     pytest.param(REG_VIT, 64, 64, id="registers-qknorm-64x64"),
     pytest.param(REG_VIT, 56, 40, id="registers-qknorm-56x40"),
+    pytest.param(HYBRID_VIT, 64, 64, id="hybrid-stem-64x64"),
+    pytest.param(HYBRID_VIT, 48, 80, id="hybrid-stem-48x80"),
 ]
 
 
@@ -229,3 +233,40 @@ def test_unknown_architecture_is_a_clear_error():
 def test_an_input_that_is_not_a_multiple_of_the_patch_size_is_refused(tiny_model):
     with pytest.raises(ValueError, match="multiple of the patch size"):
         tiny_model.explain(torch.randn(1, 3, 36, 32))
+
+
+def test_hybrid_stem_counts_pixels_per_token():
+    model = build(HYBRID_VIT)
+    assert model.patch_size == (8, 8) and model.pos_grid == (8, 8)
+    assert model.explain(torch.randn(1, 3, 48, 80)).semantic.shape[-2:] == (6, 10)
+
+
+def test_concurrent_explain_calls_keep_their_own_attention():
+    """Hooks live on shared modules: each thread must record only its own pass."""
+    import threading
+
+    model = build(SMALL_VIT)
+    inputs = [torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    expected = [model.explain(x).layer_attention for x in inputs]
+    failures: list[str] = []
+    start = threading.Barrier(len(inputs) + 1)
+
+    def work(index: int) -> None:
+        start.wait()
+        for _ in range(5):
+            got = model.explain(inputs[index]).layer_attention
+            if got.shape != expected[index].shape or not torch.allclose(got, expected[index], atol=1e-6):
+                failures.append(f"thread {index}: wrong attention")
+
+    def plain_forward() -> None:  # a logits-only caller at the same time must not disturb them
+        start.wait()
+        for _ in range(5):
+            model(inputs[0])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+    threads.append(threading.Thread(target=plain_forward))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []

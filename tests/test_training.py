@@ -172,7 +172,7 @@ def test_a_generated_benchmark_of_other_sizes_is_refused(dataset, tmp_path, caps
     code = main(["--preset", "fashion", "--data", str(dataset), "--output", str(tmp_path)])
     assert code == 2
     err = capsys.readouterr().err
-    assert "differs from the one asked for" in err and "train 48 (want 20000)" in err
+    assert "differs from the one asked for" in err and "train 48 (want 60000)" in err
 
 
 def test_demo_examples_are_test_images_of_distinct_classes_with_their_boxes(dataset, tmp_path):

@@ -1,5 +1,7 @@
 """Train TS-CAM: ``python train/run.py --preset {cub,ilsvrc,fashion} [--field value ...]``.
 
+``--preset fashion-cnn`` trains the CNN CAM baseline of the paper's Table 5 the same way.
+
 Every field of the recipe is an option (``--help`` lists them with each preset's value).
 ``--resume RUN_FOLDER`` continues a run exactly where its last saved state left it; options
 given with it override the saved config. Several processes:

@@ -5,10 +5,22 @@
     result = tscam_core.localize(explanation, class_index, (image.height, image.width), threshold=0.1)
 """
 
+__version__ = "0.1.0"
+
 from .boxes import box_from_map, boxes_from_map, normalize_map, predict_box, upsample_map
-from .checkpoint import ModelInfo, build_model, read_checkpoint, save_checkpoint
+from .checkpoint import FAMILY_LABELS, Family, ModelInfo, build_model, read_checkpoint, save_checkpoint
+from .cnn_cam import CNNCAM, create_cnn_cam
 from .errors import CheckpointError, DatasetError, ImageError, TSCAMError
-from .explanation import VARIANT_LABELS, VARIANTS, Explanation, LayerSelection, Variant, select_layers
+from .explanation import (
+    CAM_VARIANTS,
+    VARIANT_LABELS,
+    VARIANTS,
+    Explanation,
+    LayerSelection,
+    Variant,
+    select_layers,
+    variants_for,
+)
 from .images import MAX_PIXELS, load_image
 from .loading import load_model
 from .localize import Localization, explain_file, explain_images, localize
@@ -17,9 +29,9 @@ from .overlay import COLORMAPS, DrawnBox, overlay
 from .transforms import Preprocess
 
 __all__ = [
-    "COLORMAPS", "MAX_PIXELS", "TSCAM", "VARIANTS", "VARIANT_LABELS", "CheckpointError", "DatasetError",
+    "CAM_VARIANTS", "CNNCAM", "COLORMAPS", "FAMILY_LABELS", "Family", "MAX_PIXELS", "TSCAM", "VARIANTS", "VARIANT_LABELS", "CheckpointError", "DatasetError",
     "DrawnBox", "Explanation", "ImageError", "LayerSelection", "Localization", "ModelInfo", "Preprocess",
-    "TSCAMError", "Variant", "box_from_map", "boxes_from_map", "build_model", "create_tscam", "explain_file",
+    "TSCAMError", "Variant", "__version__", "box_from_map", "boxes_from_map", "build_model", "create_cnn_cam", "create_tscam", "explain_file",
     "explain_images", "load_image", "load_model", "localize", "normalize_map", "overlay", "predict_box",
-    "read_checkpoint", "save_checkpoint", "select_layers", "upsample_map",
+    "read_checkpoint", "save_checkpoint", "select_layers", "upsample_map", "variants_for",
 ]

@@ -15,13 +15,14 @@ import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-from torch import Tensor
+from torch import Tensor, nn
 
+from .cnn_cam import CNNCAM, create_cnn_cam
 from .errors import CheckpointError
 from .model import TSCAM, HeadKind, create_tscam, infer_num_heads
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocess
@@ -29,6 +30,10 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 FORMAT_NAME = "tscam-checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "tscam"
+
+#: Model families a checkpoint can hold: TS-CAM on a ViT, or CAM on a CNN (Table 5's baseline).
+Family = Literal["tscam", "cnn_cam"]
+FAMILY_LABELS: dict[str, str] = {"tscam": "TS-CAM", "cnn_cam": "CNN CAM"}
 
 
 @dataclass
@@ -43,9 +48,13 @@ class ModelInfo:
     preprocess: dict[str, Any] = field(default_factory=lambda: Preprocess((224, 224), (224, 224)).to_config())
     recipe: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
+    family: Family = "tscam"  # absent from checkpoints written before CNN CAM existed: those are TS-CAM
     source: str = ""
 
     def __post_init__(self) -> None:
+        if self.family not in FAMILY_LABELS:
+            raise CheckpointError(f"{self.source or 'checkpoint'}: unknown model family {self.family!r}; "
+                                  f"this tscam knows {', '.join(FAMILY_LABELS)}")
         if not self.class_names:
             self.class_names = [f"class {i}" for i in range(self.num_classes)]
         if len(self.class_names) != self.num_classes:
@@ -78,14 +87,32 @@ class ModelInfo:
             raise CheckpointError(f"{source}: incomplete checkpoint metadata ({error})") from error
 
 
-def build_model(info: ModelInfo) -> TSCAM:
-    model = create_tscam(info.arch, info.num_classes, head_kind=info.head_kind, **info.timm_kwargs)
+def build_model(info: ModelInfo) -> TSCAM | CNNCAM:
+    """The untrained model ``info`` describes, of its family; ``info`` is kept at ``model.info``."""
+    if info.family == "cnn_cam":
+        model: TSCAM | CNNCAM = create_cnn_cam(info.arch, info.num_classes, **info.timm_kwargs)
+    else:
+        model = create_tscam(info.arch, info.num_classes, head_kind=info.head_kind, **info.timm_kwargs)
     model.info = info
     return model
 
 
-def save_checkpoint(model: TSCAM, info: ModelInfo, path: str | Path) -> Path:
+def family_of(model: nn.Module) -> Family:
+    return "cnn_cam" if isinstance(model, CNNCAM) else "tscam"
+
+
+def check_family(info: ModelInfo, wanted: Family | None, source: str) -> None:
+    """Refuse a checkpoint of another family than the caller can use, saying which it is."""
+    if wanted is not None and info.family != wanted:
+        raise CheckpointError(f"{source} is a {FAMILY_LABELS[info.family]} checkpoint ({info.arch}), "
+                              f"but a {FAMILY_LABELS[wanted]} model is needed here")
+
+
+def save_checkpoint(model: TSCAM | CNNCAM, info: ModelInfo, path: str | Path) -> Path:
     """Write weights and metadata to ``path`` atomically: a crash leaves the old file intact."""
+    if family_of(model) != info.family:
+        raise CheckpointError(f"{path}: the metadata says {FAMILY_LABELS[info.family]} but the model is "
+                              f"{FAMILY_LABELS[family_of(model)]}; set ModelInfo(family=...)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -118,7 +145,7 @@ def read_checkpoint(path: str | Path) -> tuple[ModelInfo, dict[str, Tensor]]:
     return info, state
 
 
-def load_state(model: TSCAM, state: dict[str, Tensor], source: str) -> None:
+def load_state(model: TSCAM | CNNCAM, state: dict[str, Tensor], source: str) -> None:
     """Load weights, naming every key that is missing, unexpected or of another shape."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))

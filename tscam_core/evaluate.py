@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -46,10 +47,20 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .boxes import box_from_map, upsample_map
+from .boxes import box_from_map, contour_sweep, upsample_map
+from .checkpoint import family_of
+from .cnn_cam import CNNCAM
 from .datasets import TorchWSOL, WSOLDataset, collate, open_dataset
 from .errors import DatasetError, TSCAMError
-from .explanation import VARIANTS, Explanation, LayerSelection, Variant, select_layers
+from .explanation import (
+    CAM_VARIANTS,
+    VARIANTS,
+    Explanation,
+    LayerSelection,
+    Variant,
+    select_layers,
+    variants_for,
+)
 from .images import load_image
 from .loading import load_model
 from .metrics import (
@@ -59,12 +70,12 @@ from .metrics import (
     PxAP,
     Tally,
     ThresholdCurve,
-    best_box_ious,
     box_iou,
     cam_thresholds,
     hits,
-    largest_box_ious,
     score_histograms,
+    sweep_best_ious,
+    sweep_largest_ious,
 )
 from .model import TSCAM
 from .overlay import GT_COLOR, PRED_COLOR, DrawnBox, overlay
@@ -108,6 +119,23 @@ def _layers_record(layers: LayerSelection) -> object:
 
 
 @dataclass(frozen=True)
+class SweepPlan:
+    """One contour sweep of the GT-class map serves MaxBoxAccV2, the CAM-threshold curve and the main box."""
+
+    thresholds: np.ndarray  # the MaxBoxAccV2 sweep first, then what the other two need beyond it
+    curve: tuple[int, ...]  # where the curve's thresholds sit in ``thresholds``
+    main: int  # where ``cam_threshold`` sits
+
+    @classmethod
+    def create(cls, sweep: np.ndarray, curve: np.ndarray, cam_threshold: float) -> SweepPlan:
+        position = {float(t): i for i, t in enumerate(sweep)}
+        for t in (*curve.tolist(), float(cam_threshold)):
+            position.setdefault(t, len(position))
+        return cls(np.array(list(position), dtype=np.float64), tuple(position[float(t)] for t in curve),
+                   position[float(cam_threshold)])
+
+
+@dataclass(frozen=True)
 class Context:
     """What every per-image job shares (read-only)."""
 
@@ -117,6 +145,10 @@ class Context:
     curve: np.ndarray
     thumbnail_dir: Path
     main_layer_count: int | None = None  # k when the main map is TS-CAM over the first k blocks (reused)
+
+    @cached_property
+    def plan(self) -> SweepPlan:
+        return SweepPlan.create(self.sweep, self.curve, self.settings.cam_threshold)
 
 
 @dataclass
@@ -159,12 +191,17 @@ class ImageScore:
 
 
 def score_image(job: ImageJob, context: Context) -> ImageScore:
-    """All per-image map work: upsampling, boxes, sweeps, histograms and the thumbnail (thread-safe)."""
-    settings = context.settings
+    """All per-image map work: upsampling, boxes, sweeps, histograms and the thumbnail (thread-safe).
+
+    The GT-class map is quantised and contoured once per threshold of ``context.plan``; its
+    MaxBoxAccV2 boxes, CAM-threshold curve and main box all come from that one sweep.
+    """
+    settings, plan = context.settings, context.plan
     size = context.preprocess.input_size
     gts = job.gt_boxes_input
     gt01 = upsample_map(job.gt_map, size)
-    gt_known_box = box_from_map(gt01, settings.cam_threshold)
+    sweep = contour_sweep(gt01, plan.thresholds, largest_at=(*plan.curve, plan.main))
+    gt_known_box = sweep.largest[plan.main]
     gt_known_iou = _max_iou(gt_known_box, gts)
     if job.top_classes[0] == job.gt_class:
         top1_01, pred_box = gt01, gt_known_box
@@ -177,8 +214,8 @@ def score_image(job: ImageJob, context: Context) -> ImageScore:
         gt_known_iou=gt_known_iou,
         pred_box=pred_box,
         gt_known_box=gt_known_box,
-        best_ious=best_box_ious(gt01, gts, context.sweep),
-        curve_ious=largest_box_ious(gt01, gts, context.curve),
+        best_ious=sweep_best_ious(sweep, gts, len(context.sweep)),
+        curve_ious=sweep_largest_ious(sweep, gts, plan.curve),
         histograms=_histograms(job, gt01, context),
         variant_ious={name: gt_known_iou if name == settings.variant else _map_iou(cam, gts, size, settings)
                       for name, cam in job.variant_maps.items()},
@@ -239,7 +276,7 @@ def make_jobs(explanation: Explanation, batch: dict, dataset: WSOLDataset, image
     pair = torch.stack([labels, classes[:, 0]], dim=1)
     main = _numpy(explanation.maps(settings.variant, settings.layers, pair))
     gt_only = labels[:, None]
-    variants = {name: _numpy(explanation.maps(name, settings.layers, gt_only)[:, 0]) for name in VARIANTS}
+    variants = {name: _numpy(explanation.maps(name, settings.layers, gt_only)[:, 0]) for name in explanation.variants}
     layers = [_numpy(explanation.maps("tscam", k, gt_only)[:, 0]) for k in range(1, explanation.depth + 1)]
     scores, classes, labels = scores.cpu(), classes.cpu(), labels.cpu()
     jobs = []
@@ -338,7 +375,7 @@ class Accumulators:
         metrics["layer_count"] = {"counts": counts, **{
             key: [fraction(f"layers_{k}:{criterion}") for k in counts] for key, criterion in CURVE_KEYS.items()}}
         metrics["variants"] = {name: {key: fraction(f"{name}:{criterion}") for key, criterion in VARIANT_KEYS.items()}
-                               for name in VARIANTS}
+                               for name in variants_for(self.depth)}
         return metrics
 
 
@@ -348,14 +385,23 @@ CURVE_KEYS = {"top1": "top1_loc", "top5": "top5_loc", "gt_known": "gt_known"}
 VARIANT_KEYS = {"top1_loc": "top1_loc", "top5_loc": "top5_loc", "gt_known_loc": "gt_known"}
 
 
-def evaluate(model: TSCAM, dataset: WSOLDataset, out: str | Path, settings: EvalSettings = EvalSettings(),
+def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, settings: EvalSettings = EvalSettings(),
              name: str | None = None, progress: bool = True, dataset_kind: str = "auto") -> Results:
-    """Score ``model`` on ``dataset`` and write the results folder ``out``; returns it loaded."""
+    """Score ``model`` on ``dataset`` and write the results folder ``out``; returns it loaded.
+
+    A CNN CAM model (depth 0) is scored with ``variant="cam"``, its only map: no other variants
+    and no layer counts.
+    """
     if dataset.num_classes != model.num_classes:
         raise DatasetError(f"the dataset has {dataset.num_classes} classes but the checkpoint "
                            f"{model.info.source or model.info.arch} has {model.num_classes}", str(dataset.root))
-    if settings.variant not in VARIANTS:
-        raise ValueError(f"unknown map variant {settings.variant!r}; choose one of {', '.join(VARIANTS)}")
+    available = variants_for(model.depth)
+    if settings.variant not in available:
+        kind = "a CNN CAM model" if family_of(model) == "cnn_cam" else "a TS-CAM model"
+        raise ValueError(f"map variant {settings.variant!r} does not exist for {kind}; "
+                         f"choose one of {', '.join(available)}")
+    if model.depth == 0 and settings.layers is not None:
+        raise ValueError("a CNN CAM model has no attention blocks, so a layer selection does not apply")
     out = Path(out)
     subset = dataset if settings.limit is None else dataclasses.replace(dataset, samples=dataset.samples[:settings.limit])
     if len(subset) == 0:
@@ -427,7 +473,7 @@ def checkpoint_identity(model: TSCAM) -> dict:
     return {
         "source": info.source, "sha256": file_sha256(source) if source and source.is_file() else None,
         "arch": info.arch, "num_classes": info.num_classes, "class_names": list(info.class_names),
-        "head_kind": info.head_kind, "depth": model.depth, "preprocess": info.preprocess,
+        "head_kind": info.head_kind, "depth": model.depth, "preprocess": info.preprocess, "family": info.family,
     }
 
 
@@ -448,15 +494,11 @@ def _kind(root: Path, kind: str) -> str:
 
 
 def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
     import timm
 
-    try:
-        tscam = version("tscam")
-    except PackageNotFoundError:
-        tscam = "source tree (not installed)"
-    return {"tscam": tscam, "torch": torch.__version__, "timm": timm.__version__, "numpy": np.__version__,
+    from . import __version__
+
+    return {"tscam": __version__, "torch": torch.__version__, "timm": timm.__version__, "numpy": np.__version__,
             "python": platform.python_version()}
 
 
@@ -484,7 +526,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--name", help="run name shown by the dashboard (default: the folder name)")
     parser.add_argument("--threshold", type=float, default=0.1, help="CAM threshold of the paper's boxes")
     parser.add_argument("--layers", type=parse_layers, default=None, help="k, first:k, last:k or 0,3,5 (default all)")
-    parser.add_argument("--variant", default="tscam", choices=VARIANTS)
+    parser.add_argument("--variant", choices=VARIANTS + CAM_VARIANTS,
+                        help="map of the main setting (default: the model's own, tscam or a CNN's cam)")
     parser.add_argument("--iou-threshold", type=float, default=0.5)
     parser.add_argument("--cam-curve-interval", type=float, default=0.01, help="MaxBoxAccV2 / PxAP threshold step")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -498,13 +541,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--thumbnails", type=int, default=16, help="images sampled for success thumbnails")
     parser.add_argument("--on-error", default="raise", choices=("raise", "skip"), help="bad annotation lines")
     args = parser.parse_args(argv)
-    settings = EvalSettings(
-        cam_threshold=args.threshold, layers=args.layers, variant=args.variant, iou_threshold=args.iou_threshold,
-        cam_curve_interval=args.cam_curve_interval, batch_size=args.batch_size, threads=args.threads, pool=args.pool,
-        loader_workers=args.workers, thumbnails=args.thumbnails, limit=args.limit,
-    )
     try:
-        model = load_model(args.checkpoint, device=args.device)
+        model = load_model(args.checkpoint, device=args.device, family=None)
+        settings = EvalSettings(
+            cam_threshold=args.threshold, layers=args.layers, variant=args.variant or variants_for(model.depth)[0],
+            iou_threshold=args.iou_threshold, cam_curve_interval=args.cam_curve_interval,
+            batch_size=args.batch_size, threads=args.threads, pool=args.pool, loader_workers=args.workers,
+            thumbnails=args.thumbnails, limit=args.limit,
+        )
         dataset = open_dataset(args.dataset, args.split, args.kind, args.on_error)
         results = evaluate(model, dataset, args.out, settings, name=args.name, dataset_kind=args.kind)
     except (TSCAMError, ValueError) as error:

@@ -2,28 +2,38 @@
 
 A* (Eq. 6), M_c (Eq. 7) and the ablation variants of Table 5 are computed here and
 nowhere else, from cached tensors, so that changing the layer selection or the variant
-never needs the model again.
+never needs the model again. The CNN CAM baseline of Table 5 yields the same object without
+attention (``layer_attention=None``, depth 0), whose one map is ``"cam"``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-Variant = Literal["tscam", "trans_attention", "trans_cam"]
+Variant = Literal["tscam", "trans_attention", "trans_cam", "cam"]
+#: The maps of a TS-CAM explanation.
 VARIANTS: tuple[Variant, ...] = ("tscam", "trans_attention", "trans_cam")
+#: The one map of an explanation without attention (CAM of a CNN, Zhou et al. 2016): its class maps.
+CAM_VARIANTS: tuple[Variant, ...] = ("cam",)
 VARIANT_LABELS: dict[str, str] = {
     "tscam": "TS-CAM (A* x S_c)",
     "trans_attention": "TransAttention (A*)",
     "trans_cam": "TransCAM (S_c)",
+    "cam": "CAM (CNN class maps)",
 }
 
+
+def variants_for(depth: int) -> tuple[Variant, ...]:
+    """The map variants of a model with ``depth`` attention blocks (0: a CNN, CAM only)."""
+    return VARIANTS if depth else CAM_VARIANTS
+
 #: None (all blocks); k > 0 (the first k blocks); "first:k" / "last:k"; or explicit block indices.
-LayerSelection = Union[None, int, str, Sequence[int]]
+LayerSelection = None | int | str | Sequence[int]
 
 
 def select_layers(depth: int, layers: LayerSelection = None) -> list[int]:
@@ -54,19 +64,26 @@ def select_layers(depth: int, layers: LayerSelection = None) -> list[int]:
 
 @dataclass
 class Explanation:
-    """Cached outputs of ``TSCAM.explain`` for a batch.
+    """Cached outputs of ``TSCAM.explain`` (or ``CNNCAM.explain``) for a batch.
 
     logits: B x C. layer_attention: B x L x h x w, the class token's attention to the patch
-    tokens in each block, averaged over heads (A^l, Eq. 5). semantic: B x C x h x w (S_c).
+    tokens in each block, averaged over heads (A^l, Eq. 5); None for a CNN, which has none.
+    semantic: B x C x h x w (S_c; a CNN's class activation maps).
     """
 
     logits: Tensor
-    layer_attention: Tensor
+    layer_attention: Tensor | None
     semantic: Tensor
 
     @property
     def depth(self) -> int:
-        return self.layer_attention.shape[1]
+        """Attention blocks cached: 0 for a CNN."""
+        return 0 if self.layer_attention is None else self.layer_attention.shape[1]
+
+    @property
+    def variants(self) -> tuple[Variant, ...]:
+        """The map variants this explanation can give; the first is the method's own map."""
+        return variants_for(self.depth)
 
     @property
     def batch_size(self) -> int:
@@ -74,32 +91,42 @@ class Explanation:
 
     def attention(self, layers: LayerSelection = None) -> Tensor:
         """A*: the mean of the selected blocks' class-token attention, B x h x w (Eq. 6)."""
+        if self.layer_attention is None:
+            raise ValueError("this explanation has no attention: it comes from a CNN CAM model, "
+                             "whose only map variant is 'cam'")
         index = select_layers(self.depth, layers)
         return self.layer_attention[:, index].mean(dim=1)
 
     def coupled(self, layers: LayerSelection = None) -> Tensor:
         """M_c = A* (x) S_c for every class, B x C x h x w (Eq. 7)."""
-        return self.attention(layers).unsqueeze(1) * self.semantic
+        return self._couple(layers, self.semantic)
+
+    def _couple(self, layers: LayerSelection, semantic: Tensor) -> Tensor:
+        return self.attention(layers).unsqueeze(1) * semantic
 
     def maps(self, variant: Variant = "tscam", layers: LayerSelection = None, classes: Tensor | None = None) -> Tensor:
         """Localization maps of one variant, B x K x h x w, for ``classes`` (B x K indices) or all classes.
 
-        TransAttention is class-agnostic, so its map repeats for every class asked for.
+        TransAttention is class-agnostic, so its map repeats for every class asked for. A CNN's
+        explanation has only ``"cam"`` (its class maps); a TS-CAM one has the three of ``VARIANTS``.
         """
-        if variant == "tscam":
-            full = self.coupled(layers)
-        elif variant == "trans_cam":
-            full = self.semantic
-        elif variant == "trans_attention":
+        if variant not in self.variants:
+            if variant in VARIANTS or variant in CAM_VARIANTS:
+                kind = "a CNN CAM model (no attention)" if self.layer_attention is None else "a TS-CAM model"
+                raise ValueError(f"map variant {variant!r} does not exist for {kind}; "
+                                 f"choose {' or '.join(map(repr, self.variants))}")
+            raise ValueError(f"unknown map variant {variant!r}; choose one of {', '.join(self.variants)}")
+        if variant == "trans_attention":
             attention = self.attention(layers).unsqueeze(1)
             count = self.semantic.shape[1] if classes is None else classes.shape[1]
             return attention.expand(-1, count, -1, -1)
-        else:
-            raise ValueError(f"unknown map variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-        if classes is None:
-            return full
-        index = classes.to(full.device).long()[:, :, None, None].expand(-1, -1, *full.shape[-2:])
-        return torch.gather(full, 1, index)
+        semantic = self.semantic
+        if classes is not None:  # pick the classes' S_c first: M_c of C classes would be wasted work
+            index = classes.to(semantic.device).long()[:, :, None, None].expand(-1, -1, *semantic.shape[-2:])
+            semantic = torch.gather(semantic, 1, index)
+        if variant == "tscam":
+            return self._couple(layers, semantic)
+        return semantic
 
     def probabilities(self) -> Tensor:
         return self.logits.float().softmax(dim=-1)
@@ -113,7 +140,9 @@ class Explanation:
         """The explanation of one image (kept with a batch axis of 1) or of a slice."""
         if isinstance(index, int):
             index = slice(index, index + 1)
-        return Explanation(self.logits[index], self.layer_attention[index], self.semantic[index])
+        attention = None if self.layer_attention is None else self.layer_attention[index]
+        return Explanation(self.logits[index], attention, self.semantic[index])
 
     def to(self, device: torch.device | str) -> Explanation:
-        return Explanation(self.logits.to(device), self.layer_attention.to(device), self.semantic.to(device))
+        attention = None if self.layer_attention is None else self.layer_attention.to(device)
+        return Explanation(self.logits.to(device), attention, self.semantic.to(device))

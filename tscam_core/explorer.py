@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -410,16 +409,17 @@ def digest(data: bytes) -> str:
 class Explorer:
     """A model and its examples; turns uploads into :class:`ExplainedImage` caches.
 
-    The model's forward pass registers hooks on shared modules, so concurrent calls are
-    serialised by a lock: two sessions can never capture each other's attention.
+    Safe to share between sessions: TSCAM.explain records only its own thread's attention.
     """
 
     def __init__(self, model: TSCAM, examples: Sequence[Example] = ()) -> None:
+        if not isinstance(model, TSCAM):
+            raise TypeError(f"the explorer shows a transformer's attention maps; {type(model).__name__} is not a "
+                            "TS-CAM model (load CNN CAM checkpoints with tscam_core.evaluate instead)")
         self.model = model
         self.info: ModelInfo = model.info
         self.examples = list(examples)
         self._truths = {digest(example.path.read_bytes()): example.truth for example in self.examples}
-        self._lock = threading.Lock()
 
     @property
     def depth(self) -> int:
@@ -439,8 +439,7 @@ class Explorer:
             image = load_image(data)
         except ImageError as error:
             raise ImageError(f"{name}: {error}") from error
-        with self._lock:
-            explanation = explain_images(self.model, [image])
+        explanation = explain_images(self.model, [image])
         return ExplainedImage.create(
             image, explanation, self.info, name, self._truths.get(digest(data)), conversion_notes(data)
         )

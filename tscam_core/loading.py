@@ -1,4 +1,4 @@
-"""``load_model``: one entry point for every place a TS-CAM model can come from."""
+"""``load_model``: one entry point for every place a TS-CAM (or CNN CAM) model can come from."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from urllib.parse import parse_qs
 import torch
 
 from .checkpoint import (
+    Family,
     ModelInfo,
     build_model,
+    check_family,
     error_summary,
     infer_official_info,
     load_state,
@@ -18,6 +20,7 @@ from .checkpoint import (
     read_checkpoint,
     read_torch_file,
 )
+from .cnn_cam import CNNCAM
 from .errors import CheckpointError
 from .model import TSCAM, create_tscam
 from .transforms import Preprocess
@@ -33,22 +36,27 @@ def load_model(
     timm_kwargs: dict[str, Any] | None = None,
     class_names: list[str] | None = None,
     device: str | torch.device = "cpu",
-) -> TSCAM:
+    family: Family | None = "tscam",
+) -> TSCAM | CNNCAM:
     """A TS-CAM model in eval mode, its metadata at ``model.info``.
 
     ``source`` is a tscam ``.safetensors`` checkpoint; an official TS-CAM release file
     (``arch``/``timm_kwargs`` name its architecture, else it is inferred from the shapes);
     ``timm:NAME`` (a plain ImageNet classifier explained with its own head applied to every
     token, ``timm:NAME?file=PATH`` for local weights); or ``hf://owner/repo/path/in/repo``.
+    ``family`` is the kind of model the caller can use: TS-CAM by default (the explorer and the
+    dashboard need its attention), ``"cnn_cam"`` for the CNN baseline, None for either; a
+    checkpoint of another family is refused with a CheckpointError naming it.
     """
     text = str(source)
     if text.startswith(TIMM_PREFIX):
         model = _from_timm(text[len(TIMM_PREFIX):])
+        check_family(model.info, family, text)
     elif text.startswith(HF_PREFIX):
         return load_model(_download_from_hub(text), arch=arch, timm_kwargs=timm_kwargs,
-                          class_names=class_names, device=device)
+                          class_names=class_names, device=device, family=family)
     else:
-        model = _from_file(Path(source), arch, timm_kwargs)
+        model = _from_file(Path(source), arch, timm_kwargs, family)
     if class_names is not None:
         if len(class_names) != model.num_classes:
             raise CheckpointError(f"{len(class_names)} class names given for a {model.num_classes}-class model")
@@ -56,7 +64,8 @@ def load_model(
     return model.to(device).eval()
 
 
-def _from_file(path: Path, arch: str | None, timm_kwargs: dict[str, Any] | None) -> TSCAM:
+def _from_file(path: Path, arch: str | None, timm_kwargs: dict[str, Any] | None,
+               family: Family | None) -> TSCAM | CNNCAM:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
     if path.suffix == ".safetensors":
@@ -66,6 +75,7 @@ def _from_file(path: Path, arch: str | None, timm_kwargs: dict[str, Any] | None)
         info = infer_official_info(state, str(path))
         if arch is not None:
             info.arch, info.timm_kwargs = arch, dict(timm_kwargs or {})
+    check_family(info, family, str(path))
     try:
         model = build_model(info)
     except CheckpointError:

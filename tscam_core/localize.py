@@ -18,7 +18,11 @@ from .model import TSCAM
 @torch.no_grad()
 def explain_images(model: TSCAM, images: Sequence[Image.Image]) -> Explanation:
     """One forward pass over RGB images, each put through the checkpoint's preprocessing."""
-    transform = model.info.transform
+    info = getattr(model, "info", None)
+    if info is None:
+        raise ValueError("this model carries no preprocessing (model.info): load it with tscam_core.load_model, "
+                         "or build it with tscam_core.build_model(ModelInfo(...))")
+    transform = info.transform
     device = next(model.parameters()).device
     batch = torch.stack([transform(image) for image in images]).to(device)
     return model.explain(batch).to("cpu")

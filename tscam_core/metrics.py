@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .boxes import box_from_map, boxes_from_map
+from .boxes import ContourSweep, contour_sweep
 
 #: Algorithm 1's error types, in the order they are tested; "correct" is Top-1 localization.
 ERROR_TYPES: tuple[str, ...] = ("cls", "m_ins", "part", "more", "ot")
@@ -230,20 +230,27 @@ class LocalizationAccumulator:
 
 def largest_box_ious(cam01: np.ndarray, gts: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
     """Max IoU over GT boxes of the official (largest-contour) box at each CAM threshold: (T,)."""
-    boxes = np.stack([box_from_map(cam01, float(t)) for t in thresholds]) if len(thresholds) else np.zeros((0, 4))
-    return _row_max(pairwise_iou(boxes, gts))
+    indices = range(len(thresholds))
+    return sweep_largest_ious(contour_sweep(cam01, thresholds, largest_at=indices), gts, indices)
 
 
 def best_box_ious(cam01: np.ndarray, gts: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
     """Best IoU of any contour's box with any GT box at each CAM threshold (MaxBoxAccV2): (T,)."""
-    per_threshold = [boxes_from_map(cam01, float(t)) for t in thresholds]
-    counts = np.array([len(b) for b in per_threshold])
-    if counts.sum() == 0:
-        return np.zeros(len(thresholds))
-    ious = _row_max(pairwise_iou(np.concatenate(per_threshold), gts))
-    owner = np.repeat(np.arange(len(thresholds)), counts)  # the threshold each box came from
-    best = np.zeros(len(thresholds))
-    np.maximum.at(best, owner, ious)
+    return sweep_best_ious(contour_sweep(cam01, thresholds), gts, len(thresholds))
+
+
+def sweep_largest_ious(sweep: ContourSweep, gts: np.ndarray, indices: Sequence[int]) -> np.ndarray:
+    """``largest_box_ious`` at the sweep's thresholds ``indices`` (asked for in its ``largest_at``)."""
+    boxes = np.stack([sweep.largest[j] for j in indices]) if len(indices) else np.zeros((0, 4))
+    return _row_max(pairwise_iou(boxes, gts))
+
+
+def sweep_best_ious(sweep: ContourSweep, gts: np.ndarray, count: int) -> np.ndarray:
+    """``best_box_ious`` at the sweep's first ``count`` thresholds, from all its boxes in one IoU step."""
+    best = np.zeros(count)
+    keep = sweep.owner < count
+    if keep.any():
+        np.maximum.at(best, sweep.owner[keep], _row_max(pairwise_iou(sweep.boxes[keep], gts)))
     return best
 
 

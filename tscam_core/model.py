@@ -10,6 +10,7 @@ is the logit (Eqs. 3-4), so classification trains the maps directly.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -47,7 +48,9 @@ class TSCAM(nn.Module):
         self.num_prefix_tokens = backbone.num_prefix_tokens
         self.no_embed_class = backbone.no_embed_class
         self.pos_grid = tuple(backbone.patch_embed.grid_size)
-        self.patch_size = tuple(backbone.patch_embed.patch_size)
+        # Pixels per token: the patch size, times a hybrid stem's stride (HybridEmbed's patch_size
+        # counts feature-map cells, not pixels).
+        self.patch_size = tuple(side // cells for side, cells in zip(backbone.patch_embed.img_size, self.pos_grid, strict=True))
 
         # Adopted modules, named as in the official release.
         self.patch_embed = backbone.patch_embed
@@ -153,10 +156,16 @@ class TSCAM(nn.Module):
         """Record each block's class-token attention row to the patch tokens, averaged over heads.
 
         Hooks read q and k where timm's Attention produces them (after q_norm / k_norm) and
-        compute only the class token's row, softmax(q_cls k^T / sqrt(d)): no N x N matrix is
-        formed and the block's own (fused) attention runs unchanged.
+        compute only the class token's scores, q_cls k^T / sqrt(d): no N x N matrix is formed
+        and the block's own (fused) attention runs unchanged. The softmax and the head mean
+        run once for all blocks when the pass ends (on small models the per-op overhead, not
+        the arithmetic, is the cost), so ``rows`` is filled only on leaving the context. The
+        hooks sit on modules that every thread shares, so each records only the calling
+        thread's pass: concurrent explain and forward calls (a web demo's workers) never see
+        each other's rows.
         """
-        rows: list[Tensor] = []
+        owner = threading.get_ident()
+        scores: list[Tensor] = []
         handles = []
         for block in self.blocks:
             attn = block.attn
@@ -165,20 +174,24 @@ class TSCAM(nn.Module):
             query: dict[str, Tensor] = {}
 
             def keep_query(_module: nn.Module, _inputs: tuple, q: Tensor, query=query) -> None:
-                query["cls"] = q[:, :, :1]
+                if threading.get_ident() == owner:
+                    query["cls"] = q[:, :, :1]
 
-            def class_row(_module: nn.Module, _inputs: tuple, k: Tensor, query=query, scale=attn.scale) -> None:
-                scores = (query.pop("cls").float() @ k.float().transpose(-2, -1)) * scale  # B x H x 1 x N
-                row = scores.softmax(dim=-1)[:, :, 0, self.num_prefix_tokens:]
-                rows.append(row.mean(dim=1))
+            def class_scores(_module: nn.Module, _inputs: tuple, k: Tensor, query=query, scale=attn.scale) -> None:
+                if threading.get_ident() == owner:  # B x H x 1 x N
+                    scores.append((query.pop("cls").float() @ k.float().transpose(-2, -1)).mul_(scale))
 
             handles.append(attn.q_norm.register_forward_hook(keep_query))
-            handles.append(attn.k_norm.register_forward_hook(class_row))
+            handles.append(attn.k_norm.register_forward_hook(class_scores))
+        rows: list[Tensor] = []
         try:
             yield rows
         finally:
             for handle in handles:
                 handle.remove()
+        if scores:  # L x B x H x 1 x N -> L rows of B x (N - prefix)
+            attention = torch.stack(scores).softmax(dim=-1)[:, :, :, 0, self.num_prefix_tokens:]
+            rows.extend(attention.mean(dim=2).unbind(0))
 
 
 def create_tscam(
@@ -200,18 +213,26 @@ def create_tscam(
         kwargs["num_classes"] = 0
     elif num_classes is not None:
         kwargs["num_classes"] = num_classes
+    backbone = timm_backbone(arch, pretrained, pretrained_file, **kwargs)
+    if head_kind == "linear":
+        num_classes = backbone.num_classes
+    return TSCAM(backbone, num_classes, head_kind=head_kind)
+
+
+def timm_backbone(arch: str, pretrained: bool = False, pretrained_file: str | None = None, **kwargs) -> nn.Module:
+    """``timm.create_model``, with local pretrained weights and a clear error for an unknown name.
+
+    ``pretrained_file`` points timm's pretrained-config overlay at a local file instead of the hub.
+    """
     if pretrained_file is not None:
         kwargs["pretrained_cfg_overlay"] = dict(file=str(pretrained_file))
         pretrained = True
     try:
-        backbone = timm.create_model(arch, pretrained=pretrained, **kwargs)
+        return timm.create_model(arch, pretrained=pretrained, **kwargs)
     except RuntimeError as error:
         if "not found" in str(error).lower() or "unknown model" in str(error).lower():
             raise ValueError(f"unknown timm architecture {arch!r}") from error
         raise
-    if head_kind == "linear":
-        num_classes = backbone.num_classes
-    return TSCAM(backbone, num_classes, head_kind=head_kind)
 
 
 def infer_num_heads(embed_dim: int) -> int:

@@ -63,6 +63,10 @@ def overlay(
         cv2.rectangle(canvas, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), drawn.color, thickness)
         if drawn.label:
             scale = max(0.35, min(canvas.shape[:2]) / 600)
-            cv2.putText(canvas, drawn.label, (x0 + 2, max(y0 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                        drawn.color, max(1, thickness // 2), cv2.LINE_AA)
+            weight = max(1, thickness // 2)
+            (_, height), _ = cv2.getTextSize(drawn.label, cv2.FONT_HERSHEY_SIMPLEX, scale, weight)
+            # Above the box where it fits, else just inside its top edge: never cut off by the image border.
+            baseline = y0 - 3 if y0 - 3 >= height else min(y0 + height + 3, canvas.shape[0] - 2)
+            cv2.putText(canvas, drawn.label, (x0 + 2, baseline), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                        drawn.color, weight, cv2.LINE_AA)
     return Image.fromarray(canvas)

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from .datasets.fashion import find_source, load_fashion_mnist
+from .datasets.fashion import BenchmarkConfig, colour_noise, find_source, load_fashion_mnist
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -46,9 +46,7 @@ class PlainFashion(torch.utils.data.Dataset):
     def _background(self, rng: np.random.Generator) -> np.ndarray:
         """Smooth colour noise at a random strength in [0, background]: from black to benchmark-like."""
         strength = rng.uniform(0, self.background)
-        coarse = cv2.resize(rng.random((4, 4, 3), dtype=np.float32), (self.size, self.size), interpolation=cv2.INTER_CUBIC)
-        base = rng.uniform(0.15, 0.85, 3).astype(np.float32)
-        return (np.clip(base + 0.45 * (coarse - 0.5), 0, 1) * strength).astype(np.float32)
+        return (colour_noise(self.size, BenchmarkConfig.contrast, rng) * strength).astype(np.float32)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -35,7 +35,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from .boxes import box_from_map, upsample_map
-from .checkpoint import ModelInfo, read_checkpoint, read_torch_file, save_checkpoint
+from .checkpoint import FAMILY_LABELS, ModelInfo, read_checkpoint, read_torch_file, save_checkpoint
+from .cnn_cam import CNNCAM, create_cnn_cam
 from .datasets import TorchWSOL, TrainTransform, WSOLDataset, collate, open_dataset
 from .errors import CheckpointError, DatasetError
 from .metrics import LocalizationAccumulator, Overlap, ThresholdCurve, largest_box_ious
@@ -133,9 +134,10 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
 
 
 @torch.no_grad()
-def validate(model: TSCAM, loader: DataLoader, thresholds: list[float], threshold: float,
+def validate(model: TSCAM | CNNCAM, loader: DataLoader, thresholds: list[float], threshold: float,
              autocast_dtype: torch.dtype | None = None) -> dict[str, Any]:
-    """Top-1 classification and GT-known localization (TS-CAM maps, official boxes, IoU >= 0.5).
+    """Top-1 classification and GT-known localization (the model's own maps: TS-CAM's M_c, or a
+    CNN's CAM; official boxes, IoU >= 0.5).
 
     Boxes are compared in the model-input frame, where the loader's boxes already are.
     """
@@ -152,7 +154,7 @@ def validate(model: TSCAM, loader: DataLoader, thresholds: list[float], threshol
             explanation = model.explain(images)
         explanation = explanation.to("cpu")
         predicted = explanation.logits.argmax(dim=1)
-        maps = explanation.maps("tscam", None, labels[:, None])[:, 0].float()
+        maps = explanation.maps(explanation.variants[0], None, labels[:, None])[:, 0].float()
         size = tuple(images.shape[-2:])
         for k in range(len(labels)):
             cam01 = upsample_map(maps[k], size)
@@ -179,8 +181,8 @@ def validate(model: TSCAM, loader: DataLoader, thresholds: list[float], threshol
 
 
 @torch.no_grad()
-def evaluate_split(model: TSCAM, loader: DataLoader, num_classes: int, threshold: float) -> dict[str, Any]:
-    """The paper's five accuracies and error analysis at one CAM threshold (TS-CAM maps, all blocks)."""
+def evaluate_split(model: TSCAM | CNNCAM, loader: DataLoader, num_classes: int, threshold: float) -> dict[str, Any]:
+    """The paper's five accuracies and error analysis at one CAM threshold (the model's own maps, all blocks)."""
     model.eval()
     device = next(model.parameters()).device
     accumulator = LocalizationAccumulator(num_classes)
@@ -190,7 +192,7 @@ def evaluate_split(model: TSCAM, loader: DataLoader, num_classes: int, threshold
         explanation = model.explain(images).to("cpu")
         ranked = explanation.logits.float().topk(min(5, num_classes), dim=1).indices
         classes = torch.stack([labels, ranked[:, 0]], dim=1)
-        maps = explanation.maps("tscam", None, classes).float()
+        maps = explanation.maps(explanation.variants[0], None, classes).float()
         size = tuple(images.shape[-2:])
         for k in range(len(labels)):
             gts = batch["boxes"][k].numpy()
@@ -389,16 +391,18 @@ def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if config.amp == "bf16" else torch.float16
 
 
-def build_model(config: TrainConfig, num_classes: int) -> TSCAM:
-    """TS-CAM on ``config.arch``; ImageNet weights from a local file, the hub, or none."""
+def build_model(config: TrainConfig, num_classes: int) -> TSCAM | CNNCAM:
+    """TS-CAM (or, with ``model_family="cnn_cam"``, CNN CAM) on ``config.arch``; ImageNet weights
+    from a local file, the hub, or none."""
+    create = create_cnn_cam if config.model_family == "cnn_cam" else create_tscam
     kwargs = dict(config.timm_kwargs(), drop_path_rate=config.drop_path)
     if config.pretrained_file:
         path = Path(config.pretrained_file)
         if not path.is_file():
             raise CheckpointError(f"{path}: --pretrained-file does not exist")
-        return create_tscam(config.arch, num_classes, pretrained_file=str(path), **kwargs)
+        return create(config.arch, num_classes, pretrained_file=str(path), **kwargs)
     try:
-        return create_tscam(config.arch, num_classes, pretrained=config.pretrained, **kwargs)
+        return create(config.arch, num_classes, pretrained=config.pretrained, **kwargs)
     except (OSError, RuntimeError) as error:
         if not config.pretrained:
             raise
@@ -452,7 +456,8 @@ class Trainer:
         self.num_classes = len(self.class_names)
         self.preprocess = Preprocess((config.crop, config.crop), (config.test_resize, config.test_resize))
         transform = TrainTransform.create(config.resize, config.crop, config.hflip)
-        main_stage = Stage("TS-CAM", config.epochs, config.lr, TorchWSOL(train, transform, seed=config.seed))
+        main_stage = Stage(FAMILY_LABELS[config.model_family], config.epochs, config.lr,
+                           TorchWSOL(train, transform, seed=config.seed))
         self.stages = [main_stage]
         if config.pretrain_epochs:
             plain = PlainFashion.from_source(config.pretrain_source, config.pretrain_size, config.pretrain_images,
@@ -509,7 +514,7 @@ class Trainer:
             arch=self.config.arch, num_classes=self.num_classes, timm_kwargs=self.config.timm_kwargs(),
             class_names=self.class_names, preprocess=self.preprocess.to_config(),
             recipe={**self.config.to_dict(), "epochs_done": self.epoch, "steps_done": self.global_step},
-            evaluation=evaluation or {},
+            evaluation=evaluation or {}, family=self.config.model_family,
         )
 
     def state(self) -> dict[str, Any]:
@@ -648,7 +653,7 @@ class Trainer:
         if runtime.main:
             validation = validate(self.model, self.eval_loader(self.val_data), config.thresholds(),
                                   config.threshold, self.amp)
-            # Only TS-CAM training epochs compete for best (the first stage never saw the localization set).
+            # Only localization-stage epochs compete for best (the first stage never saw the localization set).
             score = validation["top1_loc"] if self.stage == len(self.stages) - 1 else -1.0
             info = self.model_info({"split": self.val_data.split, **validation})
             save_checkpoint(self.model, info, self.run_dir / "last.safetensors")
@@ -722,15 +727,13 @@ def ensure_data(config: TrainConfig, main: bool) -> None:
     """
     if not config.generate:
         return
-    from .datasets.fashion import BenchmarkConfig, generate
+    from .datasets.fashion import BenchmarkConfig, differences, generate
 
     wanted = BenchmarkConfig(train=config.generate_train, test=config.generate_test, canvas=config.canvas,
                              seed=config.seed)
     root = Path(config.data)
     if (root / "images.txt").exists():
-        description = root / "benchmark.json"
-        found = json.loads(description.read_text()).get("config", {}) if description.is_file() else {}
-        differs = {k: (found.get(k), v) for k, v in dataclasses.asdict(wanted).items() if found.get(k) != v}
+        differs = differences(root, wanted)
         if differs:
             shown = ", ".join(f"{k} {a} (want {b})" for k, (a, b) in differs.items())
             raise DatasetError(f"this generated benchmark differs from the one asked for: {shown}; "

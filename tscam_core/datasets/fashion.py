@@ -49,9 +49,10 @@ class BenchmarkConfig:
     canvas: int = 64
     item_min: int = 28
     item_max: int = 52
-    distractors_min: int = 3
-    distractors_max: int = 6
-    noise: float = 0.04
+    distractors_min: int = 2
+    distractors_max: int = 5
+    noise: float = 0.03
+    contrast: float = 0.7
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -59,8 +60,8 @@ class BenchmarkConfig:
             raise ValueError(f"need 8 <= item_min <= item_max <= canvas, got {self.item_min}, {self.item_max}, {self.canvas}")
         if not 0 <= self.distractors_min <= self.distractors_max:
             raise ValueError("need 0 <= distractors_min <= distractors_max")
-        if self.train < 0 or self.test < 0 or self.noise < 0:
-            raise ValueError("counts and noise must not be negative")
+        if self.train < 0 or self.test < 0 or self.noise < 0 or self.contrast < 0:
+            raise ValueError("counts, noise and contrast must not be negative")
 
 
 # ---------------------------------------------------------------- reading Fashion-MNIST
@@ -146,11 +147,12 @@ def tight_box(mask: np.ndarray) -> np.ndarray:
     return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
 
 
-def _background(size: int, rng: np.random.Generator) -> np.ndarray:
+def colour_noise(size: int, contrast: float, rng: np.random.Generator) -> np.ndarray:
+    """Smooth colour noise around a random base colour; ``contrast`` scales its swing."""
     coarse = cv2.resize(rng.random((4, 4, 3), dtype=np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
     fine = cv2.resize(rng.random((9, 9, 3), dtype=np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
     base = rng.uniform(0.15, 0.85, 3).astype(np.float32)
-    return np.clip(base + 0.45 * (coarse - 0.5) + 0.2 * (fine - 0.5), 0, 1)
+    return np.clip(base + contrast * (0.45 * (coarse - 0.5) + 0.2 * (fine - 0.5)), 0, 1)
 
 
 def _tint(rng: np.random.Generator, avoid: np.ndarray) -> np.ndarray:
@@ -189,7 +191,7 @@ def _fragment(item: np.ndarray, display: int, rng: np.random.Generator) -> np.nd
 def render(item: np.ndarray, others: list[np.ndarray], config: BenchmarkConfig, rng: np.random.Generator) -> Rendered:
     """One cluttered image of ``item`` (28 x 28 uint8) with fragments of ``others`` underneath it."""
     size = config.canvas
-    canvas = _background(size, rng)
+    canvas = colour_noise(size, config.contrast, rng)
     mean_colour = canvas.reshape(-1, 3).mean(0)
     item_side = int(rng.integers(config.item_min, config.item_max + 1))
     for other in others:
@@ -282,6 +284,21 @@ def generate(out: str | Path, config: BenchmarkConfig = BenchmarkConfig(), sourc
     return summary
 
 
+def differences(root: str | Path, config: BenchmarkConfig) -> dict[str, tuple]:
+    """{field: (found, wanted)} where the benchmark in ``root`` was generated with another config (or none).
+
+    Reusing a folder rendered by an older generator would score a model on other images than
+    its recipe names, so callers regenerate or refuse when this is not empty.
+    """
+    description = Path(root) / "benchmark.json"
+    try:
+        found = json.loads(description.read_text()).get("config", {})
+    except (OSError, ValueError):
+        found = {}
+    wanted = asdict(config)
+    return {key: (found.get(key), value) for key, value in wanted.items() if found.get(key) != value}
+
+
 def main(argv: list[str] | None = None) -> int:
     defaults = BenchmarkConfig()
     parser = argparse.ArgumentParser(prog="python -m tscam_core.datasets.fashion", description=__doc__.split("\n\n")[0])
@@ -296,12 +313,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distractors-min", type=int, default=defaults.distractors_min, help="fewest distractor fragments")
     parser.add_argument("--distractors-max", type=int, default=defaults.distractors_max, help="most distractor fragments")
     parser.add_argument("--noise", type=float, default=defaults.noise, help="pixel noise standard deviation (0-1 scale)")
+    parser.add_argument("--contrast", type=float, default=defaults.contrast,
+                        help="swing of the background's colour noise (0: flat colour, 1: strongest)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="same seed, byte-identical output")
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
     args = parser.parse_args(argv)
     try:
         config = BenchmarkConfig(args.train, args.test, args.canvas, args.item_min, args.item_max,
-                                 args.distractors_min, args.distractors_max, args.noise, args.seed)
+                                 args.distractors_min, args.distractors_max, args.noise, args.contrast, args.seed)
         source = args.source if args.source is not None else find_source(None, args.download_to)
         summary = generate(args.out, config, source, overwrite=args.overwrite)
     except (DatasetError, ValueError) as error:
