@@ -208,7 +208,7 @@ def test_evaluation_scores_the_cam_only(trained, dataset, tmp_path, capsys):
 
 def test_evaluation_refuses_settings_a_cnn_does_not_have(trained, dataset, tmp_path):
     model, split = load_model(trained / "best.safetensors", family=None), open_dataset(dataset, "test")
-    with pytest.raises(ValueError, match="map variant 'tscam' does not exist for a CNN CAM model; choose one of cam"):
+    with pytest.raises(ValueError, match=r"map variant 'tscam' does not exist for a CNN CAM model \(no attention\); choose one of cam"):
         evaluate(model, split, tmp_path / "a", EvalSettings(), progress=False)
     with pytest.raises(ValueError, match="no attention blocks"):
         evaluate(model, split, tmp_path / "b", EvalSettings(variant="cam", layers=2), progress=False)

@@ -48,7 +48,6 @@ from PIL import Image
 from tqdm import tqdm
 
 from .boxes import box_from_map, contour_sweep, upsample_map
-from .checkpoint import family_of
 from .cnn_cam import CNNCAM
 from .datasets import TorchWSOL, WSOLDataset, collate, open_dataset
 from .errors import DatasetError, TSCAMError
@@ -58,6 +57,7 @@ from .explanation import (
     Explanation,
     LayerSelection,
     Variant,
+    check_variant,
     select_layers,
     variants_for,
 )
@@ -395,11 +395,7 @@ def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, setti
     if dataset.num_classes != model.num_classes:
         raise DatasetError(f"the dataset has {dataset.num_classes} classes but the checkpoint "
                            f"{model.info.source or model.info.arch} has {model.num_classes}", str(dataset.root))
-    available = variants_for(model.depth)
-    if settings.variant not in available:
-        kind = "a CNN CAM model" if family_of(model) == "cnn_cam" else "a TS-CAM model"
-        raise ValueError(f"map variant {settings.variant!r} does not exist for {kind}; "
-                         f"choose one of {', '.join(available)}")
+    check_variant(settings.variant, model.depth)
     if model.depth == 0 and settings.layers is not None:
         raise ValueError("a CNN CAM model has no attention blocks, so a layer selection does not apply")
     out = Path(out)

@@ -32,6 +32,17 @@ def variants_for(depth: int) -> tuple[Variant, ...]:
     """The map variants of a model with ``depth`` attention blocks (0: a CNN, CAM only)."""
     return VARIANTS if depth else CAM_VARIANTS
 
+def check_variant(variant: str, depth: int) -> None:
+    """Raise a ValueError naming the choices when a model of ``depth`` blocks has no map ``variant``."""
+    available = variants_for(depth)
+    if variant in available:
+        return
+    if variant in VARIANTS or variant in CAM_VARIANTS:
+        kind = "a CNN CAM model (no attention)" if depth == 0 else "a TS-CAM model"
+        raise ValueError(f"map variant {variant!r} does not exist for {kind}; choose one of {', '.join(available)}")
+    raise ValueError(f"unknown map variant {variant!r}; choose one of {', '.join(available)}")
+
+
 #: None (all blocks); k > 0 (the first k blocks); "first:k" / "last:k"; or explicit block indices.
 LayerSelection = None | int | str | Sequence[int]
 
@@ -110,12 +121,7 @@ class Explanation:
         TransAttention is class-agnostic, so its map repeats for every class asked for. A CNN's
         explanation has only ``"cam"`` (its class maps); a TS-CAM one has the three of ``VARIANTS``.
         """
-        if variant not in self.variants:
-            if variant in VARIANTS or variant in CAM_VARIANTS:
-                kind = "a CNN CAM model (no attention)" if self.layer_attention is None else "a TS-CAM model"
-                raise ValueError(f"map variant {variant!r} does not exist for {kind}; "
-                                 f"choose {' or '.join(map(repr, self.variants))}")
-            raise ValueError(f"unknown map variant {variant!r}; choose one of {', '.join(self.variants)}")
+        check_variant(variant, self.depth)
         if variant == "trans_attention":
             attention = self.attention(layers).unsqueeze(1)
             count = self.semantic.shape[1] if classes is None else classes.shape[1]
