@@ -50,13 +50,31 @@ def test_invalid_selections_raise(explanation, bad):
         explanation.attention(bad)
 
 
-def test_coupled_is_attention_times_semantic(explanation):
+def test_coupled_is_attention_times_rectified_semantic(explanation):
     coupled = explanation.coupled("last:3")
     assert coupled.shape == (2, CLASSES, 3, 5)
     attention = explanation.attention("last:3")
+    assert (explanation.semantic < 0).any()  # the fixture's S_c is signed, so rectifying matters
     for b in range(2):
         for c in range(CLASSES):
-            torch.testing.assert_close(coupled[b, c], attention[b] * explanation.semantic[b, c])
+            torch.testing.assert_close(coupled[b, c], attention[b] * explanation.semantic[b, c].clamp(min=0))
+    assert (coupled >= 0).all()
+
+
+def test_negative_class_evidence_does_not_widen_the_box():
+    """A signed S_c that is strongly negative off the object would, min-max normalised, lift the
+    background (0) above the threshold; rectified, only the object's tokens stay."""
+    from tscam_core.boxes import predict_box
+
+    semantic = torch.zeros(1, 1, 8, 8)
+    semantic[0, 0, 2:4, 2:4] = 4.0  # the object
+    semantic[0, 0, 6:, 6:] = -10.0  # evidence against the class in a corner
+    explanation = Explanation(torch.zeros(1, 1), torch.ones(1, 1, 8, 8), semantic)
+    for variant in ("tscam", "trans_cam"):
+        box = predict_box(explanation.maps(variant)[0, 0], (64, 64), threshold=0.5)
+        assert 12 <= box[0] <= box[2] <= 36 and 12 <= box[1] <= box[3] <= 36, (variant, box)  # tokens 2-3
+    signed = predict_box(explanation.layer_attention[0, 0] * semantic[0, 0], (64, 64), threshold=0.5)
+    assert signed[2] - signed[0] > 40  # the signed product's box covers most of the image
 
 
 def test_maps_of_the_three_variants(explanation):
@@ -69,12 +87,13 @@ def test_maps_of_the_three_variants(explanation):
     coupled = explanation.coupled(2)
     torch.testing.assert_close(tscam[0, 0], coupled[0, 2])
     torch.testing.assert_close(tscam[1, 1], coupled[1, 1])
-    torch.testing.assert_close(cam[0, 1], explanation.semantic[0, 0])
+    torch.testing.assert_close(cam[0, 1], explanation.semantic[0, 0].clamp(min=0))
     torch.testing.assert_close(attention[1, 0], explanation.attention(2)[1])
     torch.testing.assert_close(attention[1, 1], explanation.attention(2)[1])
     # without classes: every class
     assert explanation.maps("tscam").shape == (2, CLASSES, 3, 5)
-    torch.testing.assert_close(explanation.maps("trans_cam"), explanation.semantic)
+    torch.testing.assert_close(explanation.maps("trans_cam"), explanation.semantic.clamp(min=0))
+    torch.testing.assert_close(explanation.coupled(2, classes), tscam)
     assert explanation.maps("trans_attention").shape == (2, CLASSES, 3, 5)
     assert set(VARIANTS) == {"tscam", "trans_attention", "trans_cam"}
     with pytest.raises(ValueError, match="unknown map variant"):

@@ -187,3 +187,33 @@ def test_demo_examples_are_test_images_of_distinct_classes_with_their_boxes(data
         sample = test[entry["source"]]  # from the test split, never train
         assert entry["boxes"] == sample.boxes.tolist() and entry["class_index"] == sample.label
         assert (tmp_path / "examples" / entry["file"]).read_bytes() == sample.path.read_bytes()
+
+
+def test_best_is_the_epoch_of_best_swept_top1_loc_and_resume_validates_it_afresh(uninterrupted, tmp_path):
+    """best.safetensors holds the localization epoch with the best Top-1 Loc at its own best threshold;
+    resuming a finished run validates that checkpoint again (its stored record is not trusted) and
+    re-exports it."""
+    import shutil
+
+    from tscam_core.checkpoint import save_checkpoint
+    from tscam_core.loading import load_model
+
+    config, run_dir = uninterrupted
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    localization = [r for r in records if r["stage"] == "TS-CAM"]
+    chosen = max(localization, key=lambda r: r["val_top1_loc_best"])  # the first of equals, as training keeps it
+    info, _ = read_checkpoint(run_dir / "best.safetensors")
+    assert info.recipe["epochs_done"] == chosen["epoch"]
+    assert info.evaluation["validation"]["top1_loc_best"] == chosen["val_top1_loc_best"]
+    assert info.evaluation["validation"]["best_threshold"] == chosen["val_best_threshold"]
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    stale = load_model(copy / "best.safetensors")
+    stale.info.evaluation = {"validation": {"best_threshold": 0.95, "top1_loc_best": 1.0}}
+    save_checkpoint(stale, stale.info, copy / "best.safetensors")
+    export = tmp_path / "exported.safetensors"
+    train(dataclasses.replace(config, output=str(tmp_path), name="copy", export=str(export)), resume=copy)
+    for path in (copy / "best.safetensors", export):
+        refreshed, _ = read_checkpoint(path)
+        assert refreshed.evaluation["validation"] == info.evaluation["validation"]

@@ -2,7 +2,12 @@
 
 A* (Eq. 6), M_c (Eq. 7) and the ablation variants of Table 5 are computed here and
 nowhere else, from cached tensors, so that changing the layer selection or the variant
-never needs the model again. The CNN CAM baseline of Table 5 yields the same object without
+never needs the model again.
+
+Class maps (S_c, and a CNN's CAM) are rectified before they are coupled or shown, as the
+official TS-CAM code does: a negative score is evidence against the class, not a weaker
+location. Left signed, min-max normalisation makes the most negative token the map's zero,
+so background (near 0) rises above the box threshold and boxes swallow the image. The CNN CAM baseline of Table 5 yields the same object without
 attention (``layer_attention=None``, depth 0), whose one map is ``"cam"``.
 """
 
@@ -79,7 +84,8 @@ class Explanation:
 
     logits: B x C. layer_attention: B x L x h x w, the class token's attention to the patch
     tokens in each block, averaged over heads (A^l, Eq. 5); None for a CNN, which has none.
-    semantic: B x C x h x w (S_c; a CNN's class activation maps).
+    semantic: B x C x h x w (S_c; a CNN's class activation maps), signed as the head gives
+    them (their spatial mean is the logit); the maps below use them rectified.
     """
 
     logits: Tensor
@@ -108,12 +114,17 @@ class Explanation:
         index = select_layers(self.depth, layers)
         return self.layer_attention[:, index].mean(dim=1)
 
-    def coupled(self, layers: LayerSelection = None) -> Tensor:
-        """M_c = A* (x) S_c for every class, B x C x h x w (Eq. 7)."""
-        return self._couple(layers, self.semantic)
+    def class_maps(self, classes: Tensor | None = None) -> Tensor:
+        """Rectified S_c, B x K x h x w, for ``classes`` (B x K indices) or all classes."""
+        semantic = self.semantic
+        if classes is not None:  # pick the classes first: maps of C classes would be wasted work
+            index = classes.to(semantic.device).long()[:, :, None, None].expand(-1, -1, *semantic.shape[-2:])
+            semantic = torch.gather(semantic, 1, index)
+        return semantic.clamp(min=0)
 
-    def _couple(self, layers: LayerSelection, semantic: Tensor) -> Tensor:
-        return self.attention(layers).unsqueeze(1) * semantic
+    def coupled(self, layers: LayerSelection = None, classes: Tensor | None = None) -> Tensor:
+        """M_c = A* (x) S_c (rectified), B x K x h x w, for ``classes`` or all classes (Eq. 7)."""
+        return self.attention(layers).unsqueeze(1) * self.class_maps(classes)
 
     def maps(self, variant: Variant = "tscam", layers: LayerSelection = None, classes: Tensor | None = None) -> Tensor:
         """Localization maps of one variant, B x K x h x w, for ``classes`` (B x K indices) or all classes.
@@ -126,13 +137,9 @@ class Explanation:
             attention = self.attention(layers).unsqueeze(1)
             count = self.semantic.shape[1] if classes is None else classes.shape[1]
             return attention.expand(-1, count, -1, -1)
-        semantic = self.semantic
-        if classes is not None:  # pick the classes' S_c first: M_c of C classes would be wasted work
-            index = classes.to(semantic.device).long()[:, :, None, None].expand(-1, -1, *semantic.shape[-2:])
-            semantic = torch.gather(semantic, 1, index)
         if variant == "tscam":
-            return self._couple(layers, semantic)
-        return semantic
+            return self.coupled(layers, classes)
+        return self.class_maps(classes)
 
     def probabilities(self) -> Tensor:
         return self.logits.float().softmax(dim=-1)

@@ -653,8 +653,10 @@ class Trainer:
         if runtime.main:
             validation = validate(self.model, self.eval_loader(self.val_data), config.thresholds(),
                                   config.threshold, self.amp)
-            # Only localization-stage epochs compete for best (the first stage never saw the localization set).
-            score = validation["top1_loc"] if self.stage == len(self.stages) - 1 else -1.0
+            # Only localization-stage epochs compete for best (the first stage never saw the localization
+            # set), on Top-1 Loc at the epoch's best validation threshold: a fixed threshold would favour
+            # epochs whose maps happen to suit it.
+            score = validation["top1_loc_best"] if self.stage == len(self.stages) - 1 else -1.0
             info = self.model_info({"split": self.val_data.split, **validation})
             save_checkpoint(self.model, info, self.run_dir / "last.safetensors")
             if score > self.best_score:
@@ -678,18 +680,32 @@ class Trainer:
                        f"at {validation['best_threshold']}", file=sys.stderr)
 
     def finish(self) -> dict[str, Any] | None:
-        """Evaluate the best checkpoint on the test split at the threshold chosen on validation; export it."""
+        """Pick the final checkpoint on fresh validation, evaluate it on the test split at the threshold
+        chosen on validation, and export it.
+
+        The candidates are the saved best and last epochs, validated again rather than trusted from
+        their epoch's record: the choice and the threshold then follow the current map code, so
+        ``--resume`` on a finished run re-exports it after a change there.
+        """
         config = self.config
         if not self.runtime.main:
             return None
         best_path = self.run_dir / "best.safetensors"
         if not best_path.exists():
             return None
-        info, state = read_checkpoint(best_path)
-        model = build_model(dataclasses.replace(config, pretrained=False, pretrained_file=""), self.num_classes)
-        model.load_state_dict(state)
-        model.to(self.runtime.device).eval()
-        validation = {k: v for k, v in info.evaluation.items() if k != "curve"}
+        candidates = []
+        for path in (best_path, self.run_dir / "last.safetensors"):
+            if not path.exists():
+                continue
+            info, state = read_checkpoint(path)
+            model = build_model(dataclasses.replace(config, pretrained=False, pretrained_file=""), self.num_classes)
+            model.load_state_dict(state)
+            model.to(self.runtime.device).eval()
+            validated = validate(model, self.eval_loader(self.val_data), config.thresholds(), config.threshold,
+                                 self.amp)
+            candidates.append((validated["top1_loc_best"], -len(candidates), model, info, validated))
+        _, _, model, info, validated = max(candidates, key=lambda c: c[:2])  # best.safetensors wins ties
+        validation = {"split": self.val_data.split, **{k: v for k, v in validated.items() if k != "curve"}}
         evaluation: dict[str, Any] = {"validation": validation, "recipe": "train/run.py --preset "
                                       f"{config.preset}" if config.preset else "train/run.py"}
         if config.test_split:
