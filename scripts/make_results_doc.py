@@ -4,8 +4,10 @@
         --dataset data/fashion-cluttered [--cnn-checkpoint runs/fashion-cnn/best.safetensors]
 
 One ``python -m tscam_core.evaluate`` run (run here as a subprocess, so the command shown in the
-document is the command that ran) holds everything: Table 5's map variants, Table 12's layer counts,
-Fig. 7's curve, Table 7's error analysis and MaxBoxAccV2 / PxAP. With ``--cnn-checkpoint`` (a CNN
+document is the command that ran) holds Table 12's layer counts, Fig. 7's curve, Table 7's error
+analysis and MaxBoxAccV2 / PxAP. Table 5's other map variants (A* alone, S_c alone) get a run each,
+at the CAM threshold their own map scores best with on the checkpoint's validation images, as the
+TS-CAM map's threshold was chosen in training: one shared threshold would favour one map. With ``--cnn-checkpoint`` (a CNN
 CAM trained by ``train/run.py --preset fashion-cnn``) a second run gives Table 5's CAM row and a CAM
 row of Table 7; without it the CAM row says "not run" and gives the commands that would fill it.
 ``--reuse`` keeps an existing results folder made from the same checkpoint file (same SHA-256).
@@ -24,14 +26,19 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tscam_core.checkpoint import Family, ModelInfo  # noqa: E402
+from tscam_core.datasets import TorchWSOL, collate  # noqa: E402
 from tscam_core.errors import TSCAMError  # noqa: E402
 from tscam_core.evaluate import file_sha256  # noqa: E402
 from tscam_core.loading import load_model  # noqa: E402
+from tscam_core.recipes import TrainConfig  # noqa: E402
 from tscam_core.results import Results, load_results  # noqa: E402
+from tscam_core.training import training_splits, validate  # noqa: E402
 
 #: The paper's CUB-200-2011 figures (Tables 5, 7, 8, 12), in percent; None where the paper has none.
 PAPER_TABLE5 = {  # Top-1, Top-5, GT-known Loc
@@ -101,22 +108,50 @@ def cam_threshold(args: argparse.Namespace, checkpoint: str) -> float:
     return float(info.evaluation.get("validation", {}).get("best_threshold", 0.1))
 
 
-def evaluation_command(args: argparse.Namespace, checkpoint: str, out: Path) -> list[str]:
+def evaluation_command(args: argparse.Namespace, checkpoint: str, out: Path,
+                       variant: tuple[str, float] | None = None) -> list[str]:
+    """The evaluation of ``checkpoint``'s own map, or of ``variant`` (its name and CAM threshold)."""
+    threshold = cam_threshold(args, checkpoint) if variant is None else variant[1]
     command = ["python", "-m", "tscam_core.evaluate", "--checkpoint", str(checkpoint), "--dataset",
-               str(args.dataset), "--split", args.split, "--out", str(out),
-               "--threshold", str(cam_threshold(args, checkpoint)),
+               str(args.dataset), "--split", args.split, "--out", str(out), "--threshold", str(threshold),
                "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--device", args.device]
+    if variant is not None:
+        command += ["--variant", variant[0]]
     if args.limit:
         command += ["--limit", str(args.limit)]
     return command
 
 
-def run_evaluation(args: argparse.Namespace, checkpoint: str, out: Path) -> tuple[Results, list[str]]:
-    command = evaluation_command(args, checkpoint, out)
+def variant_thresholds(args: argparse.Namespace, checkpoint: str, variants: list[str]) -> dict[str, float]:
+    """Each of ``variants``' CAM threshold, chosen as training chose the model's own map's: best GT-known Loc
+    on the checkpoint's validation images, rebuilt from its recipe. Empty when --threshold fixes one for
+    all, or when the recipe names no validation images apart from the evaluated split (choosing there
+    would tune on it)."""
+    model = load_model(checkpoint, family="tscam")
+    known = set(TrainConfig.__dataclass_fields__)
+    recipe = {k: v for k, v in model.info.recipe.items() if k in known}
+    if args.threshold is not None or not recipe:
+        return {}
+    config = TrainConfig.from_dict(recipe)
+    if (config.train_split if config.val_split == "holdout" else config.val_split) == args.split:
+        return {}
+    _, validation = training_splits(config)
+    loader = torch.utils.data.DataLoader(TorchWSOL(validation, model.info.transform), batch_size=args.batch_size,
+                                         collate_fn=collate)
+    return {variant: float(validate(model, loader, config.thresholds(), config.threshold, variant=variant)
+                           ["best_threshold"]) for variant in variants}
+
+
+def run_evaluation(args: argparse.Namespace, checkpoint: str, out: Path,
+                   variant: tuple[str, float] | None = None) -> tuple[Results, list[str]]:
+    command = evaluation_command(args, checkpoint, out, variant)
     if args.reuse and (out / "summary.json").is_file():
         try:
             existing = load_results(out)
-            if existing.summary["checkpoint"].get("sha256") == file_sha256(Path(checkpoint)):
+            settings = existing.summary["settings"]
+            if (existing.summary["checkpoint"].get("sha256") == file_sha256(Path(checkpoint))
+                    and str(settings["cam_threshold"]) == command[command.index("--threshold") + 1]
+                    and (variant is None or settings["variant"] == variant[0])):
                 return existing, command
         except TSCAMError:
             pass
@@ -140,7 +175,7 @@ def cam_rows(cnn: Evaluation | None, results: Results, tscam: Evaluation | None,
     vgg = ("The paper's CAM figures beside it are VGG16's on CUB (GoogLeNet's: "
            + " / ".join(map(paper, PAPER_TABLE5["CAM (GoogLeNet)"])) + ").")
     if cnn is None:
-        return [row("CAM (CNN of comparable size)", "not run", "", "", *reference)], [
+        return [row("CAM (CNN of comparable size)", "not run", "", "", *reference, "")], [
             "The CAM row was not run. It needs the CNN CAM baseline (CAM of Zhou et al. 2016 on a timm CNN "
             "of TS-CAM's size: the `fashion-cnn` preset of `tscam_core/recipes.py`) trained by the same "
             "recipe on the same data, then this script with its checkpoint:",
@@ -162,7 +197,8 @@ def cam_rows(cnn: Evaluation | None, results: Results, tscam: Evaluation | None,
         training = ("It was trained exactly as the TS-CAM checkpoint was (same recipe fields, the model aside)."
                     if not differences else
                     "Its recipe differs from the TS-CAM checkpoint's in: " + "; ".join(differences) + ".")
-    return [row(f"CAM (CNN: {arch})", pct(v["top1_loc"]), pct(v["top5_loc"]), pct(v["gt_known_loc"]), *reference)], [
+    return [row(f"CAM (CNN: {arch})", pct(v["top1_loc"]), pct(v["top5_loc"]), pct(v["gt_known_loc"]), *reference,
+                cnn.results.summary["settings"]["cam_threshold"])], [
         f"The CAM row is CAM (Zhou et al. 2016) on a CNN, `{arch}` with timm arguments "
         f"`{json.dumps(cnn.info.timm_kwargs)}`{sizes}, trained by `{cnn.info.evaluation.get('recipe', '?')}`. {training} "
         f"Its Top-1 Cls is {pct(m['top1_cls'])} (TS-CAM: {pct(results.metrics['top1_cls'])}). Its numbers come "
@@ -192,9 +228,35 @@ def fig7(results: Results, path: Path) -> None:
     figure.write_image(str(path))
 
 
+def variant_table(results: Results, variant_runs: dict[str, Evaluation]) -> tuple[list[str], list[str]]:
+    """Table 5's transformer rows and their note: each variant from its own run at its own validated
+    threshold where ``variant_runs`` has it, else from the main run at the main threshold."""
+    main_threshold = results.summary["settings"]["cam_threshold"]
+    lines = []
+    for key, label in VARIANT_ROWS:
+        run = variant_runs.get(key)
+        if run is None:
+            v, threshold = results.metrics["variants"][key], main_threshold
+        else:
+            v, threshold = run.results.metrics, run.results.summary["settings"]["cam_threshold"]
+        ref = PAPER_TABLE5.get(f"{label} (Deit-S)", (None,) * 3)
+        lines.append(row(label, pct(v["top1_loc"]), pct(v["top5_loc"]), pct(v["gt_known_loc"]), *map(paper, ref),
+                         threshold))
+    if not variant_runs:
+        return lines, [f"The transformer rows share the main run's CAM threshold ({main_threshold}): the checkpoint "
+                       "names no validation images apart from the evaluated split to choose one per map on."]
+    note = ["Each row's CAM threshold is the one its own map scored best with (GT-known Loc) on the checkpoint's "
+            "validation images, rebuilt from its recipe, as training chose TS-CAM's: never on the test split. "
+            "The rows other than TS-CAM come from their own runs:", "", "```"]
+    note += [shlex.join(run.command) for run in variant_runs.values()]
+    return lines, note + ["```"]
+
+
 def render(results: Results, command: list[str], script_command: str, figure: Path, doc: Path,
-           cnn: Evaluation | None = None, tscam: Evaluation | None = None) -> str:
-    """The document; ``cnn`` fills Table 5's CAM row, ``tscam`` (this run's checkpoint) sizes and recipes it."""
+           cnn: Evaluation | None = None, tscam: Evaluation | None = None,
+           variant_runs: dict[str, Evaluation] | None = None) -> str:
+    """The document; ``cnn`` fills Table 5's CAM row, ``tscam`` (this run's checkpoint) sizes and recipes it,
+    ``variant_runs`` (map variant -> its run at its own validated threshold) give Table 5's other rows."""
     s = results.summary
     m = s["metrics"]
     ckpt, data = s["checkpoint"], s["dataset"]
@@ -231,15 +293,15 @@ def render(results: Results, command: list[str], script_command: str, figure: Pa
                        ("top5_loc", "Top-5 Loc"), ("gt_known_loc", "GT-known Loc")):
         lines.append(row(label, pct(m[key]), paper(PAPER_MAIN[key])))
     lines += ["", "## Map variants (paper Table 5)", "",
-              row("method", "Top-1 Loc", "Top-5 Loc", "GT-known Loc", "paper Top-1", "paper Top-5", "paper GT-known"),
-              row("---", "---:", "---:", "---:", "---:", "---:", "---:")]
+              row("method", "Top-1 Loc", "Top-5 Loc", "GT-known Loc", "paper Top-1", "paper Top-5", "paper GT-known",
+                  "CAM threshold"),
+              row("---", "---:", "---:", "---:", "---:", "---:", "---:", "---:")]
     cam_row, cam_note = cam_rows(cnn, results, tscam, script_command)
-    lines += cam_row
-    for key, label in VARIANT_ROWS:
-        v = m["variants"][key]
-        ref = PAPER_TABLE5[f"{label} (Deit-S)"] if f"{label} (Deit-S)" in PAPER_TABLE5 else (None,) * 3
-        lines.append(row(label, pct(v["top1_loc"]), pct(v["top5_loc"]), pct(v["gt_known_loc"]), *map(paper, ref)))
+    variant_rows, variant_note = variant_table(results, variant_runs or {})
+    lines += [*cam_row, *variant_rows]
     lines += [
+        "",
+        *variant_note,
         "",
         *cam_note,
         "",
@@ -329,6 +391,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         tscam = evaluate_checkpoint(args, args.checkpoint, "tscam", Path(args.results))
+        others = [key for key, _ in VARIANT_ROWS if key != tscam.results.summary["settings"]["variant"]]
+        variant_runs = {}
+        for variant, threshold in variant_thresholds(args, args.checkpoint, others).items():
+            results, command = run_evaluation(args, args.checkpoint, Path(f"{args.results}-{variant}"),
+                                              (variant, threshold))
+            variant_runs[variant] = Evaluation(results, command, tscam.parameters, tscam.info)
         cnn = (evaluate_checkpoint(args, args.cnn_checkpoint, "cnn_cam", Path(args.cnn_results))
                if args.cnn_checkpoint else None)
     except TSCAMError as error:
@@ -337,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     doc, figure = Path(args.doc).resolve(), Path(args.figure).resolve()
     fig7(tscam.results, figure)
     script_command = "python scripts/make_results_doc.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    doc.write_text(render(tscam.results, tscam.command, script_command.strip(), figure, doc, cnn, tscam),
+    doc.write_text(render(tscam.results, tscam.command, script_command.strip(), figure, doc, cnn, tscam, variant_runs),
                    encoding="utf-8")
     print(f"wrote {doc} and {figure}")
     return 0

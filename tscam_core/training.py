@@ -39,6 +39,7 @@ from .checkpoint import FAMILY_LABELS, ModelInfo, read_checkpoint, read_torch_fi
 from .cnn_cam import CNNCAM, create_cnn_cam
 from .datasets import TorchWSOL, TrainTransform, WSOLDataset, collate, open_dataset
 from .errors import CheckpointError, DatasetError
+from .explanation import Variant
 from .metrics import LocalizationAccumulator, Overlap, ThresholdCurve, largest_box_ious
 from .model import TSCAM, create_tscam
 from .pretraining import PlainFashion
@@ -135,9 +136,9 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
 
 @torch.no_grad()
 def validate(model: TSCAM | CNNCAM, loader: DataLoader, thresholds: list[float], threshold: float,
-             autocast_dtype: torch.dtype | None = None) -> dict[str, Any]:
-    """Top-1 classification and GT-known localization (the model's own maps: TS-CAM's M_c, or a
-    CNN's CAM; official boxes, IoU >= 0.5).
+             autocast_dtype: torch.dtype | None = None, variant: Variant | None = None) -> dict[str, Any]:
+    """Top-1 classification and GT-known localization (official boxes, IoU >= 0.5) of one map
+    ``variant``: by default the model's own (TS-CAM's M_c, or a CNN's CAM).
 
     Boxes are compared in the model-input frame, where the loader's boxes already are.
     """
@@ -154,7 +155,7 @@ def validate(model: TSCAM | CNNCAM, loader: DataLoader, thresholds: list[float],
             explanation = model.explain(images)
         explanation = explanation.to("cpu")
         predicted = explanation.logits.argmax(dim=1)
-        maps = explanation.maps(explanation.variants[0], None, labels[:, None])[:, 0].float()
+        maps = explanation.maps(variant or explanation.variants[0], None, labels[:, None])[:, 0].float()
         size = tuple(images.shape[-2:])
         for k in range(len(labels)):
             cam01 = upsample_map(maps[k], size)
@@ -282,6 +283,15 @@ class ResumableSampler(DistributedSampler):
 def _ignore_sigint(_worker_id: int) -> None:
     """Workers leave Ctrl-C to the main process, which saves and stops the run."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def training_splits(config: TrainConfig) -> tuple[WSOLDataset, WSOLDataset]:
+    """(images trained on, images validated on) of a run's config: a split on disk, or a held-out part
+    of the training split. Rebuilt from a checkpoint's recipe, it gives the same validation images."""
+    train = open_dataset(config.data, config.train_split, config.dataset_kind, config.on_error)
+    if config.val_split == "holdout":
+        return holdout_split(train, config.holdout, config.seed)
+    return train, open_dataset(config.data, config.val_split, config.dataset_kind, config.on_error)
 
 
 def holdout_split(dataset: WSOLDataset, count: int, seed: int) -> tuple[WSOLDataset, WSOLDataset]:
@@ -446,18 +456,13 @@ class Trainer:
 
     def _open_data(self) -> None:
         config = self.config
-        train = open_dataset(config.data, config.train_split, config.dataset_kind, config.on_error)
-        if config.val_split == "holdout":
-            train, val = holdout_split(train, config.holdout, config.seed)
-        else:
-            val = open_dataset(config.data, config.val_split, config.dataset_kind, config.on_error)
-        self.train_data, self.val_data = train, val
-        self.class_names = list(train.class_names)
+        self.train_data, self.val_data = training_splits(config)
+        self.class_names = list(self.train_data.class_names)
         self.num_classes = len(self.class_names)
         self.preprocess = Preprocess((config.crop, config.crop), (config.test_resize, config.test_resize))
         transform = TrainTransform.create(config.resize, config.crop, config.hflip)
         main_stage = Stage(FAMILY_LABELS[config.model_family], config.epochs, config.lr,
-                           TorchWSOL(train, transform, seed=config.seed))
+                           TorchWSOL(self.train_data, transform, seed=config.seed))
         self.stages = [main_stage]
         if config.pretrain_epochs:
             plain = PlainFashion.from_source(config.pretrain_source, config.pretrain_size, config.pretrain_images,
@@ -808,5 +813,5 @@ def resume_config(resume: str | Path) -> TrainConfig:
 __all__ = [
     "Interrupted", "ResumableSampler", "StepResult", "Trainer", "evaluate_split", "holdout_split", "load_state_file",
     "lr_factor", "make_optimizer", "make_scheduler", "resume_config", "rng_state", "set_rng_state", "train",
-    "train_step", "validate",
+    "train_step", "training_splits", "validate",
 ]

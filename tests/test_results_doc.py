@@ -1,0 +1,105 @@
+"""scripts/make_results_doc.py: Table 5's map variants, each at the CAM threshold its own map chose on the
+checkpoint's validation images, end to end on a tiny trained checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+
+import pytest
+
+from tests.training_support import ROOT, make_dataset, tiny_config
+from tscam_core.boxes import predict_box
+from tscam_core.datasets import TorchWSOL, collate
+from tscam_core.loading import load_model
+from tscam_core.metrics import box_iou
+from tscam_core.training import holdout_split, open_dataset, train
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("make_results_doc", ROOT / "scripts" / "make_results_doc.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("doc")
+    data = make_dataset(root / "data")
+    config = tiny_config(data, root / "runs", "doc", epochs=2, test_split="test")
+    return config, train(config) / "best.safetensors"
+
+
+def best_threshold_by_hand(checkpoint, config, variant: str) -> float:
+    """The threshold with the most GT-known hits on the held-out images, box by box (first of equals)."""
+    model = load_model(checkpoint)
+    _, held = holdout_split(open_dataset(config.data, "train"), config.holdout, config.seed)
+    batch = collate([TorchWSOL(held, model.info.transform)[i] for i in range(len(held))])
+    explanation = model.explain(batch["image"])
+    maps = explanation.maps(variant, None, batch["label"][:, None])[:, 0]
+    size = tuple(batch["image"].shape[-2:])
+    hits = {t: sum(float(box_iou(predict_box(maps[k], size, t), batch["boxes"][k].numpy()).max()) >= 0.5
+                   for k in range(len(held)))
+            for t in config.thresholds()}
+    best = max(hits.values())
+    return min((t for t, h in hits.items() if h == best), key=lambda t: abs(t - config.threshold))
+
+
+def test_each_variant_gets_the_threshold_its_map_scores_best_with_on_validation(trained):
+    script = load_script()
+    config, checkpoint = trained
+    args = argparse.Namespace(threshold=None, split="test", batch_size=5)
+    chosen = script.variant_thresholds(args, str(checkpoint), ["trans_attention", "trans_cam"])
+    assert set(chosen) == {"trans_attention", "trans_cam"}
+    for variant, threshold in chosen.items():
+        assert threshold == best_threshold_by_hand(checkpoint, config, variant), variant
+    # A threshold given for all, or validation images that are the evaluated split: nothing is chosen.
+    assert script.variant_thresholds(argparse.Namespace(threshold=0.3, split="test", batch_size=5), str(checkpoint),
+                                     ["trans_cam"]) == {}
+    assert script.variant_thresholds(argparse.Namespace(threshold=None, split="train", batch_size=5),
+                                     str(checkpoint), ["trans_cam"]) == {}
+
+
+def test_document_shows_each_variant_from_its_own_run(trained, tmp_path):
+    script = load_script()
+    config, checkpoint = trained
+    doc, results = tmp_path / "results.md", tmp_path / "results" / "tiny"
+    code = script.main(["--checkpoint", str(checkpoint), "--dataset", config.data, "--results", str(results),
+                        "--doc", str(doc), "--figure", str(tmp_path / "fig7.png"), "--batch-size", "6",
+                        "--threads", "1"])
+    assert code == 0
+    text = doc.read_text()
+    chosen = script.variant_thresholds(argparse.Namespace(threshold=None, split="test", batch_size=5),
+                                       str(checkpoint), ["trans_attention", "trans_cam"])
+    for variant, label in (("trans_attention", "TransAttention"), ("trans_cam", "TransCAM")):
+        run = script.load_results(tmp_path / "results" / f"tiny-{variant}")
+        assert run.summary["settings"]["variant"] == variant
+        assert run.summary["settings"]["cam_threshold"] == chosen[variant]
+        m = run.metrics
+        assert (f"| {label} | {100 * m['top1_loc']:.1f} | {100 * m['top5_loc']:.1f} | {100 * m['gt_known_loc']:.1f} |"
+                in text)
+        assert text.splitlines()[[i for i, line in enumerate(text.splitlines())
+                                  if line.startswith(f"| {label} |")][0]].endswith(f"| {chosen[variant]} |")
+        assert f"--threshold {chosen[variant]} --batch-size 6 --threads 1 --device cpu --variant {variant}" in text
+    main = script.load_results(results)
+    assert f"| TS-CAM | {100 * main.metrics['top1_loc']:.1f} |" in text
+    assert "never on the test split" in text
+
+
+def test_without_validation_images_the_rows_share_the_main_threshold(trained, tmp_path):
+    script = load_script()
+    _, checkpoint = trained
+    model = load_model(checkpoint)
+    from tscam_core.datasets import open_dataset as open_split
+    from tscam_core.evaluate import EvalSettings, evaluate
+
+    split = open_split(model.info.recipe["data"], "test")
+    results = evaluate(model, split, tmp_path / "run", EvalSettings(threads=1, loader_workers=0, thumbnails=0,
+                                                                    cam_curve_interval=0.1, cam_threshold=0.3),
+                       progress=False)
+    text = script.render(results, ["python", "-m", "tscam_core.evaluate"], "python scripts/make_results_doc.py",
+                         tmp_path / "fig7.png", tmp_path / "results.md")
+    v = results.metrics["variants"]["trans_cam"]
+    assert f"| TransCAM | {100 * v['top1_loc']:.1f} | {100 * v['top5_loc']:.1f} | {100 * v['gt_known_loc']:.1f} |" in text
+    assert "share the main run's CAM threshold (0.3)" in text
