@@ -17,6 +17,7 @@ SMALL_VIT = ("vit_tiny_patch16_224", {"img_size": 64, "patch_size": 8, "depth": 
 DEIT_TINY = ("deit_tiny_patch16_224", {})
 # register tokens, position embeddings on patches only, normalised q and k: other timm ViT options
 REG_VIT = ("vit_tiny_patch16_224", {**SMALL_VIT[1], "reg_tokens": 2, "no_embed_class": True, "qk_norm": True})
+REG_PLAIN_VIT = ("vit_tiny_patch16_224", {**SMALL_VIT[1], "reg_tokens": 2, "qkv_bias": False})
 # a convolutional stem (stride 4) before 2 x 2 patches: 8-pixel tokens, as the shipped model
 HYBRID_VIT = ("vit_tiny_r_s16_p8_224", {"img_size": 64, "patch_size": 2, "depth": 2, "embed_dim": 48, "num_heads": 3})
 
@@ -30,6 +31,7 @@ CASES = [
     pytest.param(DEIT_TINY, 160, 192, id="deit_tiny-160x192"),
     pytest.param(REG_VIT, 64, 64, id="registers-qknorm-64x64"),
     pytest.param(REG_VIT, 56, 40, id="registers-qknorm-56x40"),
+    pytest.param(REG_PLAIN_VIT, 64, 64, id="registers-no-qkv-bias-64x64"),
     pytest.param(HYBRID_VIT, 64, 64, id="hybrid-stem-64x64"),
     pytest.param(HYBRID_VIT, 48, 80, id="hybrid-stem-48x80"),
 ]
@@ -80,19 +82,21 @@ def explicit_reference(model: TSCAM, twin: torch.nn.Module, images: torch.Tensor
     return logits, attention, semantic
 
 
+# A single image takes explain's one-bmm path, a batch the per-head products (and so does qk_norm).
+@pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize(("spec", "height", "width"), CASES)
-def test_explain_matches_explicit_softmax_reference(spec, height, width):
+def test_explain_matches_explicit_softmax_reference(spec, height, width, batch):
     model = build(spec)
     twin = timm_twin(model, spec)
     torch.manual_seed(1)
-    images = torch.randn(3, 3, height, width)
+    images = torch.randn(batch, 3, height, width)
     with torch.no_grad():
         logits, attention, semantic = explicit_reference(model, twin, images)
         explanation = model.explain(images)
         forward_logits = model(images)
     grid = (height // model.patch_size[0], width // model.patch_size[1])
-    assert explanation.layer_attention.shape == (3, model.depth, *grid)
-    assert explanation.semantic.shape == (3, 7, *grid)
+    assert explanation.layer_attention.shape == (batch, model.depth, *grid)
+    assert explanation.semantic.shape == (batch, 7, *grid)
     torch.testing.assert_close(explanation.layer_attention, attention, atol=1e-5, rtol=0)
     torch.testing.assert_close(explanation.semantic, semantic, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(explanation.logits, logits, atol=1e-5, rtol=1e-5)
@@ -246,7 +250,8 @@ def test_concurrent_explain_calls_keep_their_own_attention():
     import threading
 
     model = build(SMALL_VIT)
-    inputs = [torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    # batches of 1 and 2: both ways explain computes the scores run at once
+    inputs = [torch.randn(1 + i % 2, 3, 64, 64, generator=torch.Generator().manual_seed(i)) for i in range(4)]
     expected = [model.explain(x).layer_attention for x in inputs]
     failures: list[str] = []
     start = threading.Barrier(len(inputs) + 1)
@@ -270,3 +275,22 @@ def test_concurrent_explain_calls_keep_their_own_attention():
     for thread in threads:
         thread.join()
     assert failures == []
+
+
+def test_half_precision_model_gets_float32_attention():
+    """Scores are computed in float32 from the bfloat16 q and k, as the float32 model's are from its own."""
+    model = build(SMALL_VIT)
+    images = torch.randn(2, 3, 64, 64)
+    reference = model.explain(images).layer_attention
+    model = model.to(torch.bfloat16)
+    for batch in (1, 2):
+        got = model.explain(images[:batch].to(torch.bfloat16)).layer_attention
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, reference[:batch], atol=2e-2, rtol=0)
+
+
+def test_an_attention_without_one_qkv_projection_is_refused():
+    backbone = timm.create_model(TINY_ARCH, pretrained=False, num_classes=0, **TINY_KWARGS)
+    backbone.blocks[1].attn = torch.nn.Identity()
+    with pytest.raises(ValueError, match="timm's Attention .*Identity"):
+        TSCAM(backbone, 3)

@@ -9,6 +9,7 @@ is the logit (Eqs. 3-4), so classification trains the maps directly.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ class TSCAM(nn.Module):
             raise ValueError(
                 f"TS-CAM needs a timm VisionTransformer with a class token, got {type(backbone).__name__}"
             )
+        _check_attention(backbone.blocks)
         if head_kind not in ("conv", "linear"):
             raise ValueError(f"head_kind must be 'conv' or 'linear', got {head_kind!r}")
         self.head_kind = head_kind
@@ -144,54 +146,108 @@ class TSCAM(nn.Module):
     @torch.no_grad()
     def explain(self, images: Tensor) -> Explanation:
         """Logits, per-block class-token attention and S_c for all classes, from one forward pass."""
-        with self._capture_class_attention() as rows:
+        with self._capture_class_scores() as scores:
             tokens, grid = self.tokens(images)
+        layer_attention = self._class_attention(scores, grid)
+        del scores  # folded into layer_attention: free them before the head's maps are made
         semantic = self.semantic_maps(tokens, grid)
         logits = self._logits(tokens, semantic)
-        layer_attention = torch.stack(rows, dim=1).reshape(images.shape[0], len(rows), *grid)
         return Explanation(logits=logits, layer_attention=layer_attention, semantic=semantic)
 
     @contextmanager
-    def _capture_class_attention(self) -> Iterator[list[Tensor]]:
-        """Record each block's class-token attention row to the patch tokens, averaged over heads.
+    def _capture_class_scores(self) -> Iterator[list[Tensor]]:
+        """Record each block's class-token scores q_cls k^T (see _class_token_scores) as the pass runs.
 
-        Hooks read q and k where timm's Attention produces them (after q_norm / k_norm) and
-        compute only the class token's scores, q_cls k^T / sqrt(d): no N x N matrix is formed
-        and the block's own (fused) attention runs unchanged. The softmax and the head mean
-        run once for all blocks when the pass ends (on small models the per-op overhead, not
-        the arithmetic, is the cost), so ``rows`` is filled only on leaving the context. The
-        hooks sit on modules that every thread shares, so each records only the calling
-        thread's pass: concurrent explain and forward calls (a web demo's workers) never see
-        each other's rows.
+        One hook per block, on ``attn.qkv``: its output holds q and k, and only the class
+        token's scores are computed from it, so no N x N matrix is formed and the block's own
+        (fused) attention runs unchanged. The scale, softmax and head mean wait for
+        :meth:`_class_attention`, once for all blocks: on a small model the per-op overhead,
+        not the arithmetic, is the cost. The hooks sit on modules that every thread shares,
+        so each records only the calling thread's pass: concurrent explain and forward calls
+        (a web demo's workers) never see each other's scores.
         """
         owner = threading.get_ident()
         scores: list[Tensor] = []
         handles = []
         for block in self.blocks:
             attn = block.attn
-            if not (hasattr(attn, "q_norm") and hasattr(attn, "k_norm")):
-                raise TypeError(f"{type(attn).__name__} does not expose q/k; TS-CAM needs timm's Attention")
-            query: dict[str, Tensor] = {}
 
-            def keep_query(_module: nn.Module, _inputs: tuple, q: Tensor, query=query) -> None:
+            def record(_module: nn.Module, _inputs: tuple, qkv: Tensor, attn=attn) -> None:
                 if threading.get_ident() == owner:
-                    query["cls"] = q[:, :, :1]
+                    scores.append(_class_token_scores(qkv, attn))
 
-            def class_scores(_module: nn.Module, _inputs: tuple, k: Tensor, query=query, scale=attn.scale) -> None:
-                if threading.get_ident() == owner:  # B x H x 1 x N
-                    scores.append((query.pop("cls").float() @ k.float().transpose(-2, -1)).mul_(scale))
-
-            handles.append(attn.q_norm.register_forward_hook(keep_query))
-            handles.append(attn.k_norm.register_forward_hook(class_scores))
-        rows: list[Tensor] = []
+            handles.append(attn.qkv.register_forward_hook(record))
         try:
-            yield rows
+            yield scores
         finally:
             for handle in handles:
                 handle.remove()
-        if scores:  # L x B x H x 1 x N -> L rows of B x (N - prefix)
-            attention = torch.stack(scores).softmax(dim=-1)[:, :, :, 0, self.num_prefix_tokens:]
-            rows.extend(attention.mean(dim=2).unbind(0))
+
+    def _class_attention(self, scores: list[Tensor], grid: tuple[int, int]) -> Tensor:
+        """A^l for every block, B x L x h x w: softmax of the scaled scores, patch tokens, head mean."""
+        attn = self.blocks[0].attn  # one head size in every block (_check_attention)
+        stacked = torch.stack(scores, dim=-2)  # B x H x L x N (H x 1 x L x N for one image: the same memory)
+        stacked = stacked.view(-1, attn.num_heads, *stacked.shape[-2:]).mul_(attn.scale).softmax(dim=-1)
+        patches = stacked.narrow(-1, self.num_prefix_tokens, stacked.shape[-1] - self.num_prefix_tokens)
+        return patches.mean(dim=1).view(*patches.shape[:1], len(scores), *grid)
+
+
+def _class_token_scores(qkv: Tensor, attn: nn.Module) -> Tensor:
+    """q_cls k^T for every head of one block, unscaled, from the qkv projection's output.
+
+    B x H x N; H x 1 x N (the same memory) for a single image. timm's Attention reads its
+    B x N x 3HD projection as B x N x (q, k, v) x H x D, so q and k are strided views of it;
+    as_strided gives each in the layout its product needs in one op, where views chained
+    from reshape/permute/select would each cost a dispatch, and every product reads k in
+    place. q_norm and k_norm act on each D-vector, so on these views they give the q and k
+    of the block.
+    """
+    if not qkv.is_contiguous():
+        qkv = qkv.contiguous()
+    batch, tokens, width = qkv.shape
+    heads, dim = attn.num_heads, attn.head_dim
+    start, row, channels = qkv.storage_offset(), tokens * width, heads * dim
+    if not (isinstance(attn.q_norm, nn.Identity) and isinstance(attn.k_norm, nn.Identity)):
+        query = attn.q_norm(qkv.as_strided((batch, heads, 1, dim), (row, dim, width, 1), start))
+        keys = attn.k_norm(qkv.as_strided((batch, heads, tokens, dim), (row, dim, width, 1), start + channels))
+        query, keys = _float32(query, keys)
+        return (keys * query).sum(dim=-1)
+    if batch == 1:  # the heads as the batch of one bmm: H x 1 x D @ H x D x N
+        query = qkv.as_strided((heads, 1, dim), (dim, width, 1), start)
+        keys = qkv.as_strided((heads, dim, tokens), (dim, 1, width), start + channels)
+        return torch.bmm(*_float32(query, keys))
+    # Batch and head strides cannot merge, so q goes block-diagonal (H x HD per image) and one
+    # bmm over the batch multiplies it with k^T (HD x N).
+    query = qkv.as_strided((batch, 1, channels), (row, channels, 1), start)
+    keys = qkv.as_strided((batch, channels, tokens), (row, 1, width), start + channels)
+    query, keys = _float32(query, keys)
+    return torch.bmm(query * _head_mask(heads, dim, qkv.device), keys)
+
+
+@functools.lru_cache(maxsize=8)
+def _head_mask(heads: int, dim: int, device: torch.device) -> Tensor:
+    """H x HD, row h selecting head h's D channels: multiplied with q it gives q block-diagonal."""
+    return torch.eye(heads, device=device).repeat_interleave(dim, dim=1)
+
+
+def _float32(query: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+    """Scores in float32 whatever the model's precision; float32 views pass with no op at all."""
+    if query.dtype == torch.float32:
+        return query, keys
+    return query.float(), keys.float()
+
+
+def _check_attention(blocks: nn.Module) -> None:
+    """Refuse blocks whose attention is not timm's Attention (q and k from one qkv projection)."""
+    sizes = set()
+    for block in blocks:
+        attn = getattr(block, "attn", None)
+        if not all(hasattr(attn, name) for name in ("qkv", "q_norm", "k_norm", "num_heads", "head_dim", "scale")):
+            raise ValueError(f"TS-CAM needs timm's Attention (q and k from one qkv projection), got "
+                             f"{type(attn).__name__}")
+        sizes.add(attn.head_dim)
+    if len(sizes) > 1:
+        raise ValueError(f"TS-CAM needs one head size in every block, got {sorted(sizes)}")
 
 
 def create_tscam(
