@@ -3,13 +3,18 @@
 The full evaluation is the project's own (tscam_core.evaluate.evaluate, its default settings
 but for the batch size): decoding, preprocessing, the forward, every box and metric, the
 Parquet table and the thumbnails, timed as one call. Forward-only runs the same model on
-the same number of already-preprocessed images at the same batch size.
+the same number of already-preprocessed images at the same batch size. The row's detail adds
+the CPU time per image of each (all threads, and finished child processes): on a busy machine
+the wall-clock ratio drifts with the load, the CPU cost much less.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import resource
+import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +30,8 @@ EVALUATION_GOAL = Goal(">=", 0.85)
 PHOTO_SIZE = (500, 375)
 METHOD = ("tscam_core.evaluate.evaluate (default settings, batch size as given, no progress bar) timed as one call, "
           "results folder written, vs the model's logits forward on as many preprocessed images; on the model's "
-          "own test split where given, else on generated CUB-layout JPEGs of 500 x 375 px")
+          "own test split where given, else on generated CUB-layout JPEGs of 500 x 375 px; CPU ms per image "
+          "(process and finished children, median over the timed calls) in the detail")
 
 
 def write_cub_folder(root: Path, num_images: int, num_classes: int, size: tuple[int, int] = PHOTO_SIZE,
@@ -74,18 +80,36 @@ def evaluation_speed(model: TSCAM, label: str, batch: int, images: int, budget: 
         for inputs in batches:
             model(inputs)
 
+    cpu: dict[str, list[float]] = {"evaluation": [], "forward": []}
     timings = time_interleaved(
-        {"evaluation": lambda: evaluate(model, dataset, workdir / f"results-{next(runs)}", settings, progress=False),
-         "forward": forward_only},
+        {"evaluation": _cpu_timed(cpu["evaluation"], lambda: evaluate(
+            model, dataset, workdir / f"results-{next(runs)}", settings, progress=False)),
+         "forward": _cpu_timed(cpu["forward"], forward_only)},
         budget.repeats, budget.warmup, budget.device,
     )
     evaluation_rate, forward_rate = count / timings.median("evaluation"), count / timings.median("forward")
+    per_image = {name: 1e3 * statistics.median(seconds[budget.warmup:]) / count for name, seconds in cpu.items()}
     return [Row(
         5, label, batch, f"{count} images ({len(batches)} batches), {origin}", "full evaluation / forward-only images/s",
         timings.ratio("forward", "evaluation"), goal=EVALUATION_GOAL,
         detail=f"evaluation {evaluation_rate:.1f} img/s ({milliseconds(timings.median('evaluation'))}), "
-               f"forward {forward_rate:.1f} img/s ({milliseconds(timings.median('forward'))})",
+               f"forward {forward_rate:.1f} img/s ({milliseconds(timings.median('forward'))}); CPU per image: "
+               f"evaluation {per_image['evaluation']:.2f} ms, forward {per_image['forward']:.2f} ms",
     )]
+
+
+def _cpu_timed(seconds: list[float], run: Callable[[], object]) -> Callable[[], None]:
+    """``run``, appending the CPU seconds it used (this process's threads and its finished children)."""
+    def call() -> None:
+        start = _cpu_seconds()
+        run()
+        seconds.append(_cpu_seconds() - start)
+    return call
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _first(dataset: WSOLDataset, count: int) -> WSOLDataset:

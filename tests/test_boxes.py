@@ -10,13 +10,14 @@ import torch
 from tscam_core import (
     Explanation,
     box_from_map,
+    boxes,
     boxes_from_map,
     localize,
     normalize_map,
     predict_box,
     upsample_map,
 )
-from tscam_core.boxes import contour_sweep
+from tscam_core.boxes import contour_sweep, contour_sweeps, normalize_maps, upsample_maps
 from tscam_core.metrics import cam_thresholds
 
 
@@ -167,3 +168,57 @@ def test_sweep_keeps_only_outer_contours_and_repeated_thresholds():
     empty = contour_sweep(blank(), [0.0, 0.5], largest_at=[1])
     assert empty.boxes.shape == (0, 4) and empty.owner.shape == (0,)
     np.testing.assert_array_equal(empty.largest[1], [0, 0, 1, 1])
+
+
+def plain_upsample(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The protocol's upsampling written out: resize, then (cam - min) / (max - min) with Python floats."""
+    resized = cv2.resize(cam.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    low, high = float(resized.min()), float(resized.max())
+    if not np.isfinite(low) or not np.isfinite(high) or high - low <= 1e-12:
+        return np.zeros_like(resized)
+    return (resized - low) / (high - low)
+
+
+def test_batched_upsampling_is_bit_for_bit_the_one_map_computation():
+    rng = np.random.default_rng(2)
+    for trial in range(60):
+        height, width = (int(v) for v in rng.integers(1, 12, 2))
+        size = (int(rng.integers(1, 70)), int(rng.integers(1, 70)))
+        cams = (rng.standard_normal((7, height, width)) ** 3 * 10.0 ** rng.uniform(-6, 4)).astype(np.float32)
+        cams[1] = 0.25  # constant: all zeros
+        cams[2, 0, 0] = np.nan if trial % 2 else np.inf  # not finite: all zeros
+        expected = np.stack([plain_upsample(cam, size) for cam in cams])
+        got = upsample_maps(cams, size)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(upsample_map(cams[0], size), expected[0])
+        np.testing.assert_array_equal(normalize_maps(cams), np.stack([normalize_map(cam) for cam in cams]))
+        assert not got[1].any() and got[0].max() in (0.0, 1.0)  # a one-pixel target is constant: 0
+
+
+@pytest.mark.parametrize("trace_pixels", [1 << 23, 3000])  # 3000: one findContours call per few masks
+def test_many_maps_in_one_sweep_equal_each_map_alone(monkeypatch, trace_pixels):
+    """Stacked masks (a zero row between them) give each map exactly its own boxes: the same sets,
+    the same official box at every threshold, thresholds repeated, off the grid or outside 0..1."""
+    monkeypatch.setattr(boxes, "TRACE_PIXELS", trace_pixels)
+    rng = np.random.default_rng(3)
+    grid = cam_thresholds(0.01)
+    for height, width in ((33, 47), (8, 9), (64, 64)):
+        cams = []
+        for i in range(9):
+            tokens = rng.random((int(rng.integers(2, 9)), int(rng.integers(2, 9)))).astype(np.float32)
+            cam = upsample_map(tokens ** (3 if i % 2 else 1), (height, width))
+            cams.append(np.round(cam * 4) / 4 if i % 3 == 0 else cam)  # plateaus: ties between contours
+        cams[4] = blank(height, width)
+        cams[5] = np.ones((height, width), np.float32)
+        cams[6] = rng.random((height, width)).astype(np.float32)  # noise: many contours per threshold
+        thresholds = [grid if i % 2 == 0 else np.array([0.5, -0.2, 0.5, 1.3, 0.03, 0.0]) for i in range(len(cams))]
+        largest_at = [range(len(t)) for t in thresholds]
+        sweeps = contour_sweeps(np.stack(cams), thresholds, largest_at)
+        assert len(sweeps) == len(cams)
+        for cam, ts, sweep in zip(cams, thresholds, sweeps, strict=True):
+            assert sweep.boxes.shape == (len(sweep.owner), 4) and sweep.boxes.dtype == np.float32
+            for j, threshold in enumerate(ts):
+                got = sorted(map(tuple, sweep.boxes[sweep.owner == j].astype(int).tolist()))
+                assert got == sorted(official_boxes(cam, float(threshold))), (j, threshold)
+                np.testing.assert_array_equal(sweep.largest[j], box_from_map(cam, float(threshold)))

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import TINY_CLASSES, make_tiny_model, tiny_info
 from PIL import Image
 
@@ -21,10 +22,23 @@ from tscam_core import (
     localize,
     save_checkpoint,
 )
-from tscam_core.datasets import open_dataset
+from tscam_core.boxes import upsample_map
+from tscam_core.datasets import TorchWSOL, collate, open_dataset
 from tscam_core.evaluate import EvalSettings, evaluate, main, parse_layers
-from tscam_core.metrics import box_iou, cam_thresholds
+from tscam_core.images import load_image
+from tscam_core.metrics import (
+    MaxBoxAccV2,
+    Overlap,
+    PxAP,
+    ThresholdCurve,
+    box_iou,
+    cam_thresholds,
+    error_type,
+    score_histograms,
+)
+from tscam_core.overlay import GT_COLOR, PRED_COLOR, DrawnBox, overlay
 from tscam_core.results import load_results
+from tscam_core.transforms import resize
 
 REPO = Path(__file__).resolve().parents[1]
 #: (class, boxes x0 y0 x1 y1, is_train) per image; image 3 has two objects, image 4 touches the border.
@@ -173,10 +187,13 @@ def test_thumbnails_for_every_failure(run):
 
 def test_no_masks_no_pxap_and_limit(tmp_path, checkpoint):
     root = write_dataset(tmp_path / "plain", masks=False)
+    before = torch.get_num_threads()
     results = evaluate(load_model(checkpoint), open_dataset(root, "test"), tmp_path / "out",
-                       EvalSettings(limit=3, threads=1, pool="process", thumbnails=0, cam_curve_interval=0.1), progress=False)
+                       EvalSettings(limit=3, threads=1, pool="process", thumbnails=0, cam_curve_interval=0.1,
+                                    model_threads=before + 1), progress=False)
     assert results.metrics["pxap"] is None
     assert len(results.per_image) == 3 and results.summary["settings"]["limit"] == 3
+    assert torch.get_num_threads() == before  # model_threads holds for the run only
 
 
 def test_wrong_number_of_classes(tmp_path, dataset_root):
@@ -264,3 +281,79 @@ def test_curve_off_the_maxboxacc_grid_equals_the_box_by_box_protocol(tmp_path, d
     np.testing.assert_allclose(curve["gt_known"], located / len(dataset))
     for delta, key in ((0.3, "iou_30"), (0.5, "iou_50"), (0.7, "iou_70")):
         assert metrics["maxboxacc_v2"][key] == pytest.approx((best >= delta).mean(axis=0).max())
+
+
+def plain_evaluation(model, dataset, settings: EvalSettings) -> tuple[list[dict], dict, dict]:
+    """The evaluation written out the straightforward way: per image, per map and per threshold, with
+    ``upsample_map``, ``box_from_map`` / ``boxes_from_map`` and the metrics' one-image functions.
+    The model runs on the same batches, so the maps are the same tensors. Returns per-image values,
+    the summary metrics that the table cannot check (MaxBoxAccV2, PxAP, CAM-threshold curve) and the
+    expected thumbnail pixels."""
+    preprocess, size = model.info.transform, model.info.transform.input_size
+    sweep, curve = cam_thresholds(settings.cam_curve_interval), cam_thresholds(settings.threshold_curve_interval)
+    maxbox, pxap, threshold_curve = MaxBoxAccV2(sweep), PxAP(len(sweep)), ThresholdCurve(curve)
+    items = TorchWSOL(dataset, preprocess)
+    rows, pictures = [], {}
+    for start in range(0, len(dataset), settings.batch_size):
+        batch = collate([items[i] for i in range(start, min(start + settings.batch_size, len(dataset)))])
+        explanation = model.explain(batch["image"])
+        classes = explanation.top_classes(5)[1]
+
+        def map01(variant, layers, chosen, i, explanation=explanation):
+            return upsample_map(explanation.maps(variant, layers, chosen[:, None])[i, 0], size)
+
+        for i, index in enumerate(batch["index"].tolist()):
+            label, gts = int(batch["label"][i]), batch["boxes"][i].numpy()
+            gt01 = map01(settings.variant, settings.layers, batch["label"], i)
+            top01 = map01(settings.variant, settings.layers, classes[:, 0], i)
+            gt_box, pred_box = box_from_map(gt01, settings.cam_threshold), box_from_map(top01, settings.cam_threshold)
+            top1 = Overlap.of(pred_box, gts)
+            iou = float(box_iou(gt_box, gts).max())
+            correct_cls = int(classes[i, 0]) == label
+            maxbox.add(np.array([max((box_iou(b, gts).max() for b in boxes_from_map(gt01, float(t))), default=0.0)
+                                 for t in sweep]))
+            threshold_curve.add(np.array([box_iou(box_from_map(gt01, float(t)), gts).max() for t in curve]), correct_cls)
+            image, sample = dataset.load(index)
+            mask = preprocess.geometry(load_image(sample.mask_path).convert("L"))[0]
+            pxap.add(*score_histograms(gt01, np.asarray(mask) > 127, bins=len(sweep)))
+            row = {"iou": top1.iou, "iog": top1.iog, "iop": top1.iop, "gt_known_iou": iou,
+                   "error_type": error_type(correct_cls, top1),
+                   "pred_box": preprocess.boxes_to_original(pred_box, image.size)[0].tolist(),
+                   "gt_known_box": preprocess.boxes_to_original(gt_box, image.size)[0].tolist()}
+            for name in explanation.variants:
+                box = box_from_map(map01(name, settings.layers, batch["label"], i), settings.cam_threshold)
+                row[f"gt_known_{name}"] = bool(box_iou(box, gts).max() >= 0.5)
+            for k in range(1, model.depth + 1):
+                box = box_from_map(map01("tscam", k, batch["label"], i), settings.cam_threshold)
+                row[f"gt_known_layers_{k}"] = bool(box_iou(box, gts).max() >= 0.5)
+            rows.append(row)
+            small, drawn = resize(preprocess.geometry(image)[0], np.concatenate([gts, pred_box[None]]), (128, 128))
+            pictures[sample.image_id] = np.asarray(overlay(
+                small, top01, [DrawnBox(b, GT_COLOR) for b in drawn[:-1]] + [DrawnBox(drawn[-1], PRED_COLOR)]))
+    metrics = {"maxboxacc_v2": maxbox.result(), "pxap": pxap.result(), "loc_vs_cam_threshold": threshold_curve.result()}
+    return rows, metrics, pictures
+
+
+@pytest.mark.parametrize("settings", [
+    EvalSettings(batch_size=4, threads=2, thumbnails=2, cam_curve_interval=0.05),
+    EvalSettings(batch_size=5, threads=3, thumbnails=0, cam_curve_interval=0.02, threshold_curve_interval=0.03,
+                 cam_threshold=0.3, layers=1, loader_workers=1),
+    EvalSettings(batch_size=3, threads=1, thumbnails=6, variant="trans_cam", cam_curve_interval=0.1),
+], ids=["default", "layers-1-processes", "trans-cam"])
+def test_batched_scoring_equals_the_plain_per_image_computation(tmp_path, dataset_root, checkpoint, settings):
+    """Every per-image value, the summary's sweep metrics and the thumbnails' pixels are exactly those
+    of the one-map-at-a-time protocol, whatever the batch slicing, thread count or loader."""
+    model, dataset = load_model(checkpoint), open_dataset(dataset_root, "test")
+    results = evaluate(model, dataset, tmp_path / "run", settings, progress=False)
+    rows, metrics, pictures = plain_evaluation(model, dataset, settings)
+    table = results.per_image
+    assert len(table) == len(rows)
+    for (_, got), expected in zip(table.iterrows(), rows, strict=True):
+        for key, value in expected.items():
+            assert (list(got[key]) if isinstance(value, list) else got[key]) == value, key
+    for key, value in metrics.items():
+        assert results.metrics[key] == value, key
+    assert table["thumbnail"].notna().sum() >= (table["error_type"] != "correct").sum()
+    for image_id, path in results.thumbnails().items():
+        with Image.open(path) as thumbnail:
+            np.testing.assert_array_equal(np.asarray(thumbnail.convert("RGB")), pictures[image_id])

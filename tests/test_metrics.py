@@ -20,11 +20,13 @@ from tscam_core.metrics import (
     box_iou,
     cam_thresholds,
     error_type,
+    grouped_max_ious,
     hits,
     largest_box_ious,
     score_histograms,
     sweep_best_ious,
     sweep_largest_ious,
+    sweeps_best_ious,
 )
 
 BOX = np.array([0, 0, 10, 10], np.float32)
@@ -57,6 +59,24 @@ def test_overlap_takes_maxima_and_counts_touched_gt_boxes():
     overlap = Overlap.of(BOX, GTS)
     # IoG > 0.3 for GT 0 (1.0) and GT 3 (1.0); GT 1 has 0.25.
     assert overlap == Overlap(iou=1.0, iog=1.0, iop=1.0, touched=2)
+    # Off the diagonal: [2, 3, 12, 9] (area 60) meets GT 1 in 7x4 = 28 and GT 3 in 3x6 = 18.
+    box = np.array([2, 3, 12, 9])
+    assert Overlap.of(box, GTS) == Overlap(float(box_iou(box, GTS).max()), float(box_iog(box, GTS).max()),
+                                           float(box_iop(box, GTS).max()), 2)
+    assert Overlap.of(box, GTS).iop == 0.8  # GT 0 holds 48 of the 60 pixels
+
+
+def test_grouped_ious_equal_each_image_alone():
+    """Boxes of several images against their own GT lists (of 3, 0 and 1 boxes) in one step."""
+    gts = [GTS[:3], np.zeros((0, 4)), np.array([[0, 0, 4, 4]])]
+    boxes = np.array([[0, 0, 10, 10], [9, 0, 19, 10], [3, 3, 3, 3], [0, 0, 10, 10], [0, 0, 8, 8], [2, 2, 6, 6]])
+    groups = np.array([0, 0, 0, 1, 2, 2])
+    expected = [float(box_iou(box, gts[g]).max()) if len(gts[g]) else 0.0 for box, g in zip(boxes, groups, strict=True)]
+    assert grouped_max_ious(boxes, groups, gts).tolist() == expected
+    # Worked out: 1.0; [9, 0, 19, 10] meets GT 1 ([5, 5, 15, 15]) in 6x5 = 30 of 170; empty box 0; no GT 0;
+    # [0, 0, 8, 8] holds the 4x4 GT: 16/64; [2, 2, 6, 6] meets it in 2x2 = 4 of 28.
+    assert expected == [1.0, 30 / 170, 0.0, 0.0, 16 / 64, 4 / 28]
+    assert grouped_max_ious(np.zeros((0, 4)), np.zeros(0, int), gts).shape == (0,)
 
 
 @pytest.mark.parametrize(
@@ -268,3 +288,17 @@ def test_one_sweep_serves_thresholds_beyond_the_maxboxacc_grid():
     np.testing.assert_array_equal(sweep_best_ious(sweep, gt, 2), best_box_ious(cam, gt, [0.0, 0.6]))
     np.testing.assert_array_equal(sweep_largest_ious(sweep, gt, [0, 2]), [0.0, 1.0])
     np.testing.assert_array_equal(sweep_best_ious(contour_sweep(np.zeros((5, 5)), [0.0, 0.5]), gt, 2), [0.0, 0.0])
+
+
+def test_sweeps_of_many_images_equal_each_image_alone():
+    rng = np.random.default_rng(4)
+    thresholds = cam_thresholds(0.05)
+    cams = [upsample_map(rng.random((6, 6)).astype(np.float32), (40, 40)) for _ in range(4)]
+    gts = [np.array([[2, 2, 20, 30]]), np.array([[0, 0, 40, 40], [5, 5, 9, 9]]), np.zeros((0, 4)),
+           np.array([[10, 0, 40, 12]])]
+    sweeps = [contour_sweep(cam, thresholds) for cam in cams]
+    together = sweeps_best_ious(sweeps, gts, len(thresholds))
+    for row, sweep, cam, gt in zip(together, sweeps, cams, gts, strict=True):
+        np.testing.assert_array_equal(row, sweep_best_ious(sweep, gt, len(thresholds)))
+        np.testing.assert_array_equal(row, best_box_ious(cam, gt, thresholds))
+    assert not together[2].any() and together[1].max() > 0

@@ -28,17 +28,44 @@ def as_numpy(cam: np.ndarray | Tensor) -> np.ndarray:
 def normalize_map(cam: np.ndarray | Tensor) -> np.ndarray:
     """Min-max to [0, 1]; a constant map (no evidence anywhere) becomes all zeros."""
     cam = as_numpy(cam)
-    low, high = float(cam.min()), float(cam.max())
-    if not np.isfinite(low) or not np.isfinite(high) or high - low <= 1e-12:
-        return np.zeros_like(cam, dtype=np.float32)
-    return (cam - low) / (high - low)
+    return normalize_maps(cam.reshape(1, *cam.shape))[0]
+
+
+def normalize_maps(cams: np.ndarray) -> np.ndarray:
+    """``normalize_map`` of each of N maps (N x ...) at once: ``(cam - low) / (high - low)`` in float32,
+    the span taken in float64 and rounded once, as Python floats would; constant or non-finite maps -> 0."""
+    cams = np.asarray(cams, dtype=np.float32)
+    if cams.size == 0:
+        return np.zeros_like(cams)
+    axes = tuple(range(1, cams.ndim))
+    low, high = cams.min(axis=axes), cams.max(axis=axes)
+    span = high.astype(np.float64) - low.astype(np.float64)
+    valid = np.isfinite(low) & np.isfinite(high) & (span > 1e-12)
+    shape = (-1,) + (1,) * len(axes)
+    low = np.where(valid, low, np.float32(0)).reshape(shape)
+    span = np.where(valid, span, 1.0).astype(np.float32).reshape(shape)
+    out = (cams - low) / span
+    out[~valid] = 0.0
+    return out
 
 
 def upsample_map(cam: np.ndarray | Tensor, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of an h x w map to (height, width), then min-max normalised."""
-    height, width = size
-    resized = cv2.resize(as_numpy(cam), (int(width), int(height)), interpolation=cv2.INTER_LINEAR)
-    return normalize_map(resized)
+    return upsample_maps(as_numpy(cam)[None], size)[0]
+
+
+def upsample_maps(cams: np.ndarray | Tensor, size: tuple[int, int]) -> np.ndarray:
+    """``upsample_map`` of each of N maps (N x h x w), normalised in one step.
+
+    One resize call per map: OpenCV's multi-channel resize rounds differently from the
+    one-channel one, and a map must give the same boxes in a batch as alone.
+    """
+    height, width = (int(v) for v in size)
+    cams = np.ascontiguousarray(as_numpy(cams))
+    resized = np.empty((len(cams), height, width), np.float32)
+    for cam, out in zip(cams, resized, strict=True):
+        out[...] = cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR).reshape(height, width)
+    return normalize_maps(resized)
 
 
 def quantize(cam01: np.ndarray) -> np.ndarray:
@@ -104,22 +131,122 @@ class ContourSweep:
 def contour_sweep(cam01: np.ndarray, thresholds: Sequence[float], largest_at: Iterable[int] = ()) -> ContourSweep:
     """``boxes_from_map`` at many thresholds for little more than the price of the contour passes.
 
-    The gray map is quantised once; per threshold, one OpenCV call makes the mask
-    (``gray > cut``, as ``threshold_mask``) and one finds its contours, both outside the GIL.
     The boxes are exactly those of ``boxes_from_map(cam01, t)`` (as a set; ``largest`` in the
-    official order).
+    official order). See ``contour_sweeps`` for how.
     """
-    gray = quantize(cam01)
-    cuts = (np.asarray(thresholds, dtype=np.float64) * float(gray.max())).astype(np.int64)
-    found = [_contours(cv2.threshold(gray, cut, 1, cv2.THRESH_BINARY)[1]) for cut in cuts.tolist()]
-    counts = np.fromiter((len(contours) for contours in found), np.int64, len(found))
-    boxes = _rects([contour for contours in found for contour in contours])
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    largest = {}
-    for j in largest_at:
-        mine = boxes[starts[j]:starts[j + 1]]
-        largest[j] = mine[_largest_first(found[j], mine)[0]] if len(mine) else EMPTY_BOX.copy()
-    return ContourSweep(boxes, np.repeat(np.arange(len(found)), counts), largest)
+    cam01 = np.asarray(cam01)
+    return contour_sweeps(cam01.reshape(1, *cam01.shape), [thresholds], [largest_at])[0]
+
+
+#: Mask pixels traced by one findContours call in ``contour_sweeps`` (bounds its buffer to 8 MiB).
+TRACE_PIXELS = 1 << 23
+
+
+def contour_sweeps(cams01: np.ndarray, thresholds: Sequence[Sequence[float]],
+                   largest_at: Sequence[Iterable[int]]) -> list[ContourSweep]:
+    """``contour_sweep`` of each of N same-sized maps (N x H x W), map i at ``thresholds[i]``.
+
+    Each gray map is quantised once. Cuts between the same two gray levels that the map takes
+    give the same mask, so they share one contour pass. The distinct masks of all maps are
+    stacked into one tall image with a zero row under each, and traced by one findContours
+    call (more only past ``TRACE_PIXELS``): no contour crosses a zero row and OpenCV pads the
+    image border with zeros, so each tile yields exactly its mask's own contours, in the same
+    order. Everything else is vectorised over all maps and thresholds at once.
+    """
+    grays = quantize(cams01)
+    count, height, width = grays.shape
+    if len(thresholds) != count or len(largest_at) != count:
+        raise ValueError(f"{count} maps need as many threshold lists and largest_at lists")
+    lengths = np.array([len(ts) for ts in thresholds], np.int64)
+    owner_map = np.repeat(np.arange(count), lengths)
+    flat = np.concatenate([np.asarray(ts, dtype=np.float64).reshape(-1) for ts in thresholds] or [np.zeros(0)])
+    top = grays.reshape(count, -1).max(axis=1, initial=0).astype(np.float64)
+    cuts = (flat * top[owner_map]).astype(np.int64)  # as threshold_mask: int(threshold * max), gray > cut
+    # Masks are equal where as many gray levels of the map lie at or below the cut.
+    present = np.bincount((grays.reshape(count, -1) + 256 * np.arange(count)[:, None]).ravel(),
+                          minlength=256 * count).reshape(count, 256) > 0
+    levels = np.concatenate([np.zeros((count, 1), np.int64), np.cumsum(present, axis=1)], axis=1)
+    keys = owner_map * 257 + levels[owner_map, np.clip(cuts, -1, 255) + 1]
+    _, first, tile_of = np.unique(keys, return_index=True, return_inverse=True)
+    traced = _trace(grays, owner_map[first], cuts[first])
+    counts = traced.ends[tile_of] - traced.starts[tile_of]
+    source = np.repeat(traced.starts[tile_of] - (np.cumsum(counts) - counts), counts)
+    boxes = traced.boxes[source + np.arange(source.size)]
+    owner = np.repeat(np.arange(flat.size), counts)
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    box_starts = np.concatenate([[0], np.cumsum(counts)])[starts]
+    asked = [(i, int(j)) for i, js in enumerate(largest_at) for j in js]
+    found = traced.largest(np.array([tile_of[starts[i] + j] for i, j in asked], np.int64))
+    largest: list[dict[int, np.ndarray]] = [{} for _ in range(count)]
+    for (i, j), box in zip(asked, found, strict=True):
+        largest[i][j] = box
+    return [ContourSweep(boxes[box_starts[i]:box_starts[i + 1]], owner[box_starts[i]:box_starts[i + 1]] - starts[i],
+                         largest[i]) for i in range(count)]
+
+
+@dataclass
+class _Traced:
+    """Contours of stacked masks: boxes (K x 4) and contours in tile order, tile t owning starts[t]:ends[t]."""
+
+    contours: list[np.ndarray]
+    boxes: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+
+    def largest(self, tiles: np.ndarray) -> np.ndarray:
+        """The official box of each tile (len(tiles) x 4): ``_largest_first``'s order, for all tiles in one sort."""
+        out = np.repeat(EMPTY_BOX[None], len(tiles), axis=0)
+        counts = self.ends[tiles] - self.starts[tiles]
+        if not counts.any():
+            return out
+        member = np.repeat(self.starts[tiles] - (np.cumsum(counts) - counts), counts)
+        member += np.arange(member.size)
+        group = np.repeat(np.arange(len(tiles)), counts)
+        areas = np.array([cv2.contourArea(self.contours[k]) for k in member.tolist()], dtype=np.float32)
+        boxes = self.boxes[member]
+        box_areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        order = np.lexsort((-box_areas, -areas, group))  # stable: ties to the first found
+        firsts = order[np.searchsorted(group[order], np.flatnonzero(counts))]
+        out[np.flatnonzero(counts)] = boxes[firsts]
+        return out
+
+
+def _trace(grays: np.ndarray, tile_map: np.ndarray, tile_cut: np.ndarray) -> _Traced:
+    """Contours of the masks ``grays[tile_map[t]] > tile_cut[t]``, each in its own tile of a tall image.
+
+    ``tile_map`` is non-decreasing (a map's tiles are contiguous).
+    """
+    _, height, width = grays.shape
+    rows = height + 1
+    per_call = max(1, TRACE_PIXELS // (rows * width))
+    contours: list[np.ndarray] = []
+    first_tiles: list[np.ndarray] = []
+    for first in range(0, len(tile_map), per_call):
+        maps, cuts = tile_map[first:first + per_call], tile_cut[first:first + per_call]
+        tall = np.zeros((len(cuts), rows, width), np.uint8)
+        masks = tall[:, :height].view(bool)
+        runs = np.flatnonzero(np.diff(maps, prepend=-1, append=-1))
+        for start, end in zip(runs[:-1].tolist(), runs[1:].tolist(), strict=True):
+            np.greater(grays[maps[start]], np.clip(cuts[start:end], 0, 255).astype(np.uint8)[:, None, None],
+                       out=masks[start:end])
+        masks[cuts < 0] = True  # gray > a negative cut everywhere
+        found = cv2.findContours(tall.reshape(-1, width), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]
+        contours.extend(found)
+        first_tiles.append(np.full(len(found), first))
+    if not contours:
+        empty = np.zeros(len(tile_map), np.int64)
+        return _Traced([], np.zeros((0, 4), np.float32), empty, empty)
+    lengths = np.fromiter(map(len, contours), np.int64, len(contours))
+    points = np.concatenate(contours).reshape(-1, 2)
+    starts = np.cumsum(lengths) - lengths
+    low, high = np.minimum.reduceat(points, starts), np.maximum.reduceat(points, starts)
+    local = low[:, 1] // rows  # a contour lies in one tile: its top row tells which
+    offset = (local * rows)[:, None]
+    boxes = np.concatenate([low[:, :1], low[:, 1:] - offset, high[:, :1] + 1, high[:, 1:] + 1 - offset], axis=1)
+    tile = np.concatenate(first_tiles) + local
+    order = np.argsort(tile, kind="stable")
+    edges = np.searchsorted(tile[order], np.arange(len(tile_map) + 1))
+    return _Traced([contours[i] for i in order.tolist()], boxes[order].astype(np.float32), edges[:-1], edges[1:])
 
 
 def predict_box(cam: np.ndarray | Tensor, size: tuple[int, int], threshold: float) -> np.ndarray:

@@ -13,10 +13,13 @@ One pass yields the main setting (``variant`` / ``layers``: the paper's five acc
 MaxBoxAccV2, PxAP where masks exist, the curves against the IoU and CAM thresholds), the three map
 variants and every layer count 1..L, all from the same ``Explanation``. The model runs in the main
 thread while a pool (``threads`` workers; threads by default since OpenCV releases the GIL,
-``pool="process"`` where Python overhead dominates) does the per-image work for the batches before,
-and data-loader processes decode images; accumulators keep only counts and histograms, never maps.
-The per-image cost is dominated by the MaxBoxAccV2 sweep (one contour pass per CAM threshold);
-``cam_curve_interval=0.05`` makes it five times cheaper at a coarser threshold grid.
+``pool="process"`` where Python overhead dominates) scores slices of the batches before: all maps
+of a slice are upsampled together and all their boxes come from one stacked contour pass
+(``boxes.contour_sweeps``), equal to the one-map-at-a-time protocol number for number. A thread
+decodes images ahead of the model (data-loader processes where cores are to spare,
+``loader_workers``); accumulators keep only counts and histograms, never maps. The per-image cost
+is dominated by the MaxBoxAccV2 sweep (contours at every CAM threshold) and the thumbnail of every
+failure; ``cam_curve_interval=0.05`` makes the sweep five times cheaper at a coarser threshold grid.
 
 For benchmarks and notebooks: ``evaluate(model, dataset, out, EvalSettings(...)) -> Results``.
 """
@@ -34,22 +37,24 @@ import re
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .boxes import box_from_map, contour_sweep, upsample_map
+from .boxes import contour_sweeps, upsample_maps
 from .cnn_cam import CNNCAM
-from .datasets import TorchWSOL, WSOLDataset, collate, open_dataset
+from .datasets import Sample, TorchWSOL, WSOLDataset, collate, open_dataset
 from .errors import DatasetError, TSCAMError
 from .explanation import (
     CAM_VARIANTS,
@@ -70,12 +75,11 @@ from .metrics import (
     PxAP,
     Tally,
     ThresholdCurve,
-    box_iou,
     cam_thresholds,
+    grouped_max_ious,
     hits,
     score_histograms,
-    sweep_best_ious,
-    sweep_largest_ious,
+    sweeps_best_ious,
 )
 from .model import TSCAM
 from .overlay import GT_COLOR, PRED_COLOR, DrawnBox, overlay
@@ -84,6 +88,13 @@ from .transforms import Preprocess, resize
 
 #: How many batches may wait for the thread pool before the model pauses (bounds memory).
 MAX_PENDING_BATCHES = 2
+#: How many batches the decoding thread may run ahead of the model.
+PREFETCH_BATCHES = 2
+
+
+def default_loader_workers() -> int:
+    """Decoding processes: one per two cores beyond the two that the model and the scoring pool keep busy."""
+    return max(0, min(4, ((os.cpu_count() or 2) - 2) // 2))
 
 
 @dataclass(frozen=True)
@@ -99,7 +110,8 @@ class EvalSettings:
     batch_size: int = 32
     threads: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))  # per-image box and metric work
     pool: Literal["thread", "process"] = "thread"  # processes sidestep the GIL on many-core machines
-    loader_workers: int = field(default_factory=lambda: min(4, (os.cpu_count() or 2) // 2))  # image decoding
+    loader_workers: int = field(default_factory=default_loader_workers)  # 0: a decoding thread
+    model_threads: int | None = None  # torch's CPU threads during the run (None: as set); see evaluate()
     thumbnails: int = 16  # images sampled for success thumbnails (failures always get one)
     thumbnail_size: int = 128
     limit: int | None = None
@@ -137,47 +149,62 @@ class SweepPlan:
 
 @dataclass(frozen=True)
 class Context:
-    """What every per-image job shares (read-only)."""
+    """What every scoring job shares (read-only)."""
 
     settings: EvalSettings
     preprocess: Preprocess
     sweep: np.ndarray
     curve: np.ndarray
     thumbnail_dir: Path
+    dataset_root: Path
+    variants: tuple[str, ...]  # every map variant of the model, in summary order
+    depth: int
     main_layer_count: int | None = None  # k when the main map is TS-CAM over the first k blocks (reused)
 
     @cached_property
     def plan(self) -> SweepPlan:
         return SweepPlan.create(self.sweep, self.curve, self.settings.cam_threshold)
 
+    @cached_property
+    def extra_variants(self) -> tuple[str, ...]:
+        """Variants with a map of their own; the main variant's is the GT-class main map."""
+        return tuple(name for name in self.variants if name != self.settings.variant)
+
+    @cached_property
+    def extra_layers(self) -> tuple[int, ...]:
+        """Layer counts with a map of their own (the main map serves ``main_layer_count``)."""
+        return tuple(k for k in range(1, self.depth + 1) if k != self.main_layer_count)
+
 
 @dataclass
-class ImageJob:
-    """One image's share of a batch: its maps at token resolution and its ground truth in the input frame."""
+class BatchJob:
+    """A slice of one batch for the scoring pool: token-resolution maps and the ground truth.
 
-    index: int
-    image_id: str
-    image_path: str
-    mask_path: Path | None
-    gt_class: int
-    gt_boxes_input: np.ndarray
-    gt_boxes_original: np.ndarray
-    original_size: tuple[int, int]  # (width, height)
-    top_classes: list[int]
-    top_scores: list[float]
-    gt_map: np.ndarray
-    top1_map: np.ndarray
-    variant_maps: dict[str, np.ndarray]
-    layer_maps: list[np.ndarray]
-    image: np.ndarray  # input-frame RGB uint8, for thumbnails
-    sampled: bool
+    ``maps`` is B x M x h x w: channel 0 the GT class's main map, 1 the top-1 class's, then one
+    per ``Context.extra_variants`` and one per ``Context.extra_layers``, all of the GT class.
+    """
+
+    samples: list[Sample]
+    labels: list[int]
+    top_classes: list[list[int]]
+    top_scores: list[list[float]]
+    maps: np.ndarray
+    inputs: np.ndarray  # B x 3 x H x W model input, for thumbnails
+    gt_boxes: list[np.ndarray]  # input frame
+    sizes: list[tuple[int, int]]  # original (width, height)
+    sampled: list[bool]
 
 
 @dataclass
 class ImageScore:
     """Everything the accumulators and the table need from one image."""
 
-    job: ImageJob
+    sample: Sample
+    image_path: str
+    gt_class: int
+    original_size: tuple[int, int]
+    top_classes: list[int]
+    top_scores: list[float]
     top1: Overlap
     gt_known_iou: float
     pred_box: np.ndarray
@@ -190,121 +217,139 @@ class ImageScore:
     thumbnail: str | None = None
 
 
-def score_image(job: ImageJob, context: Context) -> ImageScore:
-    """All per-image map work: upsampling, boxes, sweeps, histograms and the thumbnail (thread-safe).
+def score_batch(job: BatchJob, context: Context) -> list[ImageScore]:
+    """All per-image map work of a batch slice: upsampling, boxes, sweeps, histograms, thumbnails (thread-safe).
 
-    The GT-class map is quantised and contoured once per threshold of ``context.plan``; its
-    MaxBoxAccV2 boxes, CAM-threshold curve and main box all come from that one sweep.
+    The maps are upsampled and normalised together; every box comes from one ``contour_sweeps``
+    call (per image the GT-class map at every threshold of ``context.plan``: its MaxBoxAccV2 boxes,
+    CAM-threshold curve and main box; every other map at the paper's threshold), and every IoU
+    from two vectorised steps. Each number equals the one-map-at-a-time protocol (``box_from_map``).
     """
     settings, plan = context.settings, context.plan
-    size = context.preprocess.input_size
-    gts = job.gt_boxes_input
-    gt01 = upsample_map(job.gt_map, size)
-    sweep = contour_sweep(gt01, plan.thresholds, largest_at=(*plan.curve, plan.main))
-    gt_known_box = sweep.largest[plan.main]
-    gt_known_iou = _max_iou(gt_known_box, gts)
-    if job.top_classes[0] == job.gt_class:
-        top1_01, pred_box = gt01, gt_known_box
-    else:
-        top1_01 = upsample_map(job.top1_map, size)
-        pred_box = box_from_map(top1_01, settings.cam_threshold)
-    score = ImageScore(
-        job=job,
-        top1=Overlap.of(pred_box, gts),
-        gt_known_iou=gt_known_iou,
-        pred_box=pred_box,
-        gt_known_box=gt_known_box,
-        best_ious=sweep_best_ious(sweep, gts, len(context.sweep)),
-        curve_ious=sweep_largest_ious(sweep, gts, plan.curve),
-        histograms=_histograms(job, gt01, context),
-        variant_ious={name: gt_known_iou if name == settings.variant else _map_iou(cam, gts, size, settings)
-                      for name, cam in job.variant_maps.items()},
-        layer_ious=[gt_known_iou if k == context.main_layer_count else _map_iou(cam, gts, size, settings)
-                    for k, cam in enumerate(job.layer_maps, 1)],
+    count, channels = job.maps.shape[:2]
+    maps01 = upsample_maps(job.maps.reshape(count * channels, *job.maps.shape[2:]), context.preprocess.input_size)
+    maps01 = maps01.reshape(count, channels, *maps01.shape[1:])
+    # The top-1 map needs its own box only where the top-1 class is not the GT class.
+    own_top1 = [job.top_classes[i][0] != job.labels[i] for i in range(count)]
+    others = [(i, c) for i in range(count) for c in range(1, channels) if c > 1 or own_top1[i]]
+    sweeps = contour_sweeps(
+        np.concatenate([maps01[:, 0], maps01[tuple(zip(*others, strict=True))] if others else maps01[:0, 0]]),
+        [plan.thresholds] * count + [[settings.cam_threshold]] * len(others),
+        [(*plan.curve, plan.main)] * count + [(0,)] * len(others),
     )
-    located = job.top_classes[0] == job.gt_class and score.top1.iou >= settings.iou_threshold
-    if job.sampled or not located:
-        score.thumbnail = _thumbnail(job, top1_01, pred_box, context)
-    return score
+    boxes = {key: sweep.largest[0] for key, sweep in zip(others, sweeps[count:], strict=True)}
+    # Per image: the curve's boxes, the main box, one per other map (channels 2...), the top-1 box.
+    chosen = np.stack([np.stack([
+        *(sweeps[i].largest[j] for j in plan.curve), sweeps[i].largest[plan.main],
+        *(boxes[i, c] for c in range(2, channels)), boxes.get((i, 1), sweeps[i].largest[plan.main]),
+    ]) for i in range(count)])
+    chosen_ious = grouped_max_ious(chosen.reshape(-1, 4), np.repeat(np.arange(count), chosen.shape[1]),
+                                   job.gt_boxes).reshape(count, -1)
+    best = sweeps_best_ious(sweeps[:count], job.gt_boxes, len(context.sweep))
+    curve = len(plan.curve)
+    scores, images = [], None
+    for i in range(count):
+        gts, pred_box, gt_known_box = job.gt_boxes[i], chosen[i, -1], chosen[i, curve]
+        gt_known_iou, *extra = chosen_ious[i, curve:-1].tolist()
+        extra_ious = iter(extra)
+        score = ImageScore(
+            sample=job.samples[i],
+            image_path=_relative(job.samples[i].path, context.dataset_root),
+            gt_class=job.labels[i],
+            original_size=job.sizes[i],
+            top_classes=job.top_classes[i],
+            top_scores=job.top_scores[i],
+            top1=Overlap.of(pred_box, gts),
+            gt_known_iou=gt_known_iou,
+            pred_box=pred_box,
+            gt_known_box=gt_known_box,
+            best_ious=best[i],
+            curve_ious=chosen_ious[i, :curve],
+            histograms=_histograms(job.samples[i], job.sizes[i], maps01[i, 0], context),
+            variant_ious={name: gt_known_iou if name == settings.variant else next(extra_ious)
+                          for name in context.variants},
+            layer_ious=[gt_known_iou if k == context.main_layer_count else next(extra_ious)
+                        for k in range(1, context.depth + 1)],
+        )
+        located = score.top_classes[0] == score.gt_class and score.top1.iou >= settings.iou_threshold
+        if job.sampled[i] or not located:
+            if images is None:  # back to pixels once per job, and only where a thumbnail is drawn
+                images = input_images(job.inputs, context.preprocess)
+            score.thumbnail = _thumbnail(images[i], job.samples[i].image_id, gts, maps01[i, int(own_top1[i])],
+                                         pred_box, context)
+        scores.append(score)
+    return scores
 
 
-def _max_iou(box: np.ndarray, gts: np.ndarray) -> float:
-    ious = box_iou(box, gts)
-    return float(ious.max()) if ious.size else 0.0
-
-
-def _map_iou(cam: np.ndarray, gts: np.ndarray, size: tuple[int, int], settings: EvalSettings) -> float:
-    return _max_iou(box_from_map(upsample_map(cam, size), settings.cam_threshold), gts)
-
-
-def _histograms(job: ImageJob, cam01: np.ndarray, context: Context) -> tuple[np.ndarray, np.ndarray] | None:
+def _histograms(sample: Sample, size: tuple[int, int], cam01: np.ndarray,
+                context: Context) -> tuple[np.ndarray, np.ndarray] | None:
     """PxAP histograms against the object mask moved into the input frame, where the dataset has masks."""
-    if job.mask_path is None:
+    if sample.mask_path is None:
         return None
-    mask = load_image(job.mask_path).convert("L")
-    if mask.size != job.original_size:
-        raise DatasetError(f"mask is {mask.size[0]}x{mask.size[1]} but its image is "
-                           f"{job.original_size[0]}x{job.original_size[1]}", str(job.mask_path))
+    mask = load_image(sample.mask_path).convert("L")
+    if mask.size != size:
+        raise DatasetError(f"mask is {mask.size[0]}x{mask.size[1]} but its image is {size[0]}x{size[1]}",
+                           str(sample.mask_path))
     moved, _ = context.preprocess.geometry(mask)
-    bins = len(context.sweep)
-    return score_histograms(cam01, np.asarray(moved) > 127, bins=bins)
+    return score_histograms(cam01, np.asarray(moved) > 127, bins=len(context.sweep))
 
 
-def _thumbnail(job: ImageJob, cam01: np.ndarray, pred_box: np.ndarray, context: Context) -> str:
+#: Thumbnail PNG encoding: Paeth filter, zlib level 1 with the run-length strategy. Same pixels as
+#: any PNG; on map overlays about half the encoding time of Pillow's level 1, and smaller files.
+PNG_OPTIONS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+               cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH]
+
+
+def _thumbnail(pixels: np.ndarray, image_id: str, gt_boxes: np.ndarray, cam01: np.ndarray, pred_box: np.ndarray,
+               context: Context) -> str:
     """The top-1 class's map over the input image, GT boxes green and the predicted box red."""
-    image = Image.fromarray(job.image)
+    image = Image.fromarray(pixels)
     side = context.settings.thumbnail_size
     scale = side / max(image.size)
     target = (max(1, round(image.height * scale)), max(1, round(image.width * scale)))
-    boxes = np.concatenate([job.gt_boxes_input.reshape(-1, 4), pred_box.reshape(1, 4)])
+    boxes = np.concatenate([gt_boxes.reshape(-1, 4), pred_box.reshape(1, 4)])
     small, boxes = resize(image, boxes, target)
     drawn = [DrawnBox(box, GT_COLOR) for box in boxes[:-1]] + [DrawnBox(boxes[-1], PRED_COLOR)]
-    name = thumbnail_name(job.image_id)
-    overlay(small, cam01, drawn).save(context.thumbnail_dir / name, optimize=False, compress_level=1)
+    rgb = np.asarray(overlay(small, cam01, drawn))
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]), PNG_OPTIONS)
+    if not ok:
+        raise OSError(f"could not encode the thumbnail of {image_id}")
+    name = thumbnail_name(image_id)
+    (context.thumbnail_dir / name).write_bytes(encoded.tobytes())
     return name
 
 
-def make_jobs(explanation: Explanation, batch: dict, dataset: WSOLDataset, images: np.ndarray,
-              settings: EvalSettings, sampled: set[int]) -> list[ImageJob]:
-    """Split a batch's explanation into per-image maps: every variant and layer count, GT and top-1 class.
+def make_jobs(explanation: Explanation, batch: dict, dataset: WSOLDataset, context: Context,
+              sampled: set[int], parts: int) -> list[BatchJob]:
+    """A batch's maps for the pool, in ``parts`` slices (so that the last batch's work spreads too).
 
     The maps are selected where the explanation lives (the GPU, if any); only the few chosen
-    h x w maps per image travel to the CPU.
+    h x w maps per image travel to the CPU, in one tensor.
     """
+    settings = context.settings
     labels = batch["label"].to(explanation.logits.device)
     scores, classes = explanation.top_classes(5)
-    pair = torch.stack([labels, classes[:, 0]], dim=1)
-    main = _numpy(explanation.maps(settings.variant, settings.layers, pair))
     gt_only = labels[:, None]
-    variants = {name: _numpy(explanation.maps(name, settings.layers, gt_only)[:, 0]) for name in explanation.variants}
-    layers = [_numpy(explanation.maps("tscam", k, gt_only)[:, 0]) for k in range(1, explanation.depth + 1)]
-    scores, classes, labels = scores.cpu(), classes.cpu(), labels.cpu()
-    jobs = []
-    for i, index in enumerate(batch["index"].tolist()):
-        sample = dataset[index]
-        jobs.append(ImageJob(
-            index=index,
-            image_id=sample.image_id,
-            image_path=_relative(sample.path, dataset.root),
-            mask_path=sample.mask_path,
-            gt_class=int(labels[i]),
-            gt_boxes_input=batch["boxes"][i].numpy().reshape(-1, 4),
-            gt_boxes_original=np.asarray(sample.boxes, np.float32).reshape(-1, 4),
-            original_size=tuple(int(v) for v in batch["size"][i]),
-            top_classes=classes[i].tolist(),
-            top_scores=scores[i].tolist(),
-            gt_map=main[i, 0],
-            top1_map=main[i, 1],
-            variant_maps={name: maps[i] for name, maps in variants.items()},
-            layer_maps=[maps[i] for maps in layers],
-            image=images[i],
-            sampled=index in sampled,
-        ))
-    return jobs
-
-
-def _numpy(maps: torch.Tensor) -> np.ndarray:
-    return maps.float().cpu().numpy()
+    maps = torch.cat([
+        explanation.maps(settings.variant, settings.layers, torch.stack([labels, classes[:, 0]], dim=1)),
+        *(explanation.maps(name, settings.layers, gt_only) for name in context.extra_variants),
+        *(explanation.maps("tscam", k, gt_only) for k in context.extra_layers),
+    ], dim=1).float().cpu().numpy()
+    indices = batch["index"].tolist()
+    labels_list, classes_list, scores_list = labels.tolist(), classes.cpu().tolist(), scores.cpu().tolist()
+    sizes = [(int(w), int(h)) for w, h in batch["size"].tolist()]
+    step = -(-len(indices) // max(1, parts))
+    return [BatchJob(
+        samples=[dataset[index] for index in indices[start:start + step]],
+        labels=labels_list[start:start + step],
+        top_classes=classes_list[start:start + step],
+        top_scores=scores_list[start:start + step],
+        maps=maps[start:start + step],
+        inputs=batch["image"][start:start + step].numpy(),
+        gt_boxes=[boxes.numpy().reshape(-1, 4) for boxes in batch["boxes"][start:start + step]],
+        sizes=sizes[start:start + step],
+        sampled=[index in sampled for index in indices[start:start + step]],
+    ) for start in range(0, len(indices), step)]
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -314,12 +359,17 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-def input_images(batch: torch.Tensor, preprocess: Preprocess) -> np.ndarray:
-    """The model-input images back as B x H x W x 3 uint8, for thumbnails."""
-    mean = torch.tensor(preprocess.mean)[:, None, None]
-    std = torch.tensor(preprocess.std)[:, None, None]
-    pixels = ((batch * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).contiguous().numpy()
+def input_images(batch: torch.Tensor | np.ndarray, preprocess: Preprocess) -> np.ndarray:
+    """The model-input images back as B x H x W x 3 uint8, for thumbnails.
+
+    In numpy, float32 step by step as torch would do it: a scoring thread must not queue
+    small ops on torch's thread pool while the main thread runs the model on it.
+    """
+    pixels = np.asarray(batch, dtype=np.float32)
+    mean = np.asarray(preprocess.mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(preprocess.std, dtype=np.float32)[:, None, None]
+    pixels = np.clip(np.round((pixels * std + mean) * np.float32(255)), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))
 
 
 class Accumulators:
@@ -336,17 +386,17 @@ class Accumulators:
         self.tally = Tally()
 
     def add(self, score: ImageScore) -> dict:
-        job = score.job
-        verdict, error = self.localization.add(job.gt_class, job.top_classes, score.top1, score.gt_known_iou)
+        verdict, error = self.localization.add(score.gt_class, score.top_classes, score.top1, score.gt_known_iou)
         self.maxboxacc.add(score.best_ious)
         self.threshold_curve.add(score.curve_ious, verdict.top1_cls)
         if score.histograms is not None:
             self.pxap.add(*score.histograms)
+        width, height = score.original_size
         row = {
-            "image_id": job.image_id, "image_path": job.image_path, "gt_class": job.gt_class,
-            "gt_boxes": job.gt_boxes_original.tolist(), "width": job.original_size[0], "height": job.original_size[1],
-            "top5_classes": job.top_classes, "top5_scores": job.top_scores,
-            "pred_box": self._original(score.pred_box, job), "gt_known_box": self._original(score.gt_known_box, job),
+            "image_id": score.sample.image_id, "image_path": score.image_path, "gt_class": score.gt_class,
+            "gt_boxes": np.asarray(score.sample.boxes, np.float32).reshape(-1, 4).tolist(),
+            "width": width, "height": height, "top5_classes": score.top_classes, "top5_scores": score.top_scores,
+            "pred_box": self._original(score.pred_box, score), "gt_known_box": self._original(score.gt_known_box, score),
             "iou": score.top1.iou, "iog": score.top1.iog, "iop": score.top1.iop, "gt_known_iou": score.gt_known_iou,
             "error_type": error, "correct_cls": verdict.top1_cls, "top1_loc": verdict.top1_loc,
             "top5_loc": verdict.top5_loc, "gt_known": verdict.gt_known,
@@ -354,15 +404,15 @@ class Accumulators:
         named = [(name, iou) for name, iou in score.variant_ious.items()]
         named += [(f"layers_{k}", iou) for k, iou in enumerate(score.layer_ious, 1)]
         for name, iou in named:
-            other = hits(job.top_classes, job.gt_class, iou, self.settings.iou_threshold)
+            other = hits(score.top_classes, score.gt_class, iou, self.settings.iou_threshold)
             row[f"gt_known_{name}"] = other.gt_known
             for criterion in CRITERIA:
                 self.tally.add(f"{name}:{criterion}", getattr(other, criterion))
         row["thumbnail"] = score.thumbnail
         return row
 
-    def _original(self, box: np.ndarray, job: ImageJob) -> list[float]:
-        return self.preprocess.boxes_to_original(box, job.original_size)[0].tolist()
+    def _original(self, box: np.ndarray, score: ImageScore) -> list[float]:
+        return self.preprocess.boxes_to_original(box, score.original_size)[0].tolist()
 
     def metrics(self, class_names: list[str]) -> dict:
         metrics = self.localization.result()
@@ -390,7 +440,9 @@ def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, setti
     """Score ``model`` on ``dataset`` and write the results folder ``out``; returns it loaded.
 
     A CNN CAM model (depth 0) is scored with ``variant="cam"``, its only map: no other variants
-    and no layer counts.
+    and no layer counts. ``settings.model_threads`` sets torch's thread count for the run and
+    restores it after: with a small model on few cores, 1 leaves the other cores to the scoring
+    (the model's arithmetic may round differently at another thread count).
     """
     if dataset.num_classes != model.num_classes:
         raise DatasetError(f"the dataset has {dataset.num_classes} classes but the checkpoint "
@@ -406,31 +458,28 @@ def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, setti
     chosen = select_layers(model.depth, settings.layers)
     main_layer_count = len(chosen) if settings.variant == "tscam" and chosen == list(range(len(chosen))) else None
     context = Context(settings, preprocess, cam_thresholds(settings.cam_curve_interval),
-                      cam_thresholds(settings.threshold_curve_interval), out / THUMBNAIL_DIR, main_layer_count)
+                      cam_thresholds(settings.threshold_curve_interval), out / THUMBNAIL_DIR, Path(dataset.root),
+                      variants_for(model.depth), model.depth, main_layer_count)
     context.thumbnail_dir.mkdir(parents=True, exist_ok=True)
     sampled = set(random.Random(settings.seed).sample(range(len(subset)), min(len(subset), settings.thumbnails)))
-    loader = torch.utils.data.DataLoader(TorchWSOL(subset, preprocess), batch_size=settings.batch_size,
-                                         num_workers=settings.loader_workers, collate_fn=collate,
-                                         pin_memory=torch.cuda.is_available())
     device = next(model.parameters()).device
     totals = Accumulators(model.num_classes, model.depth, context)
     rows: list[dict] = []
     bar = tqdm(total=len(subset), unit="img", desc="evaluating", disable=not progress)
     start = time.perf_counter()
-    with make_pool(settings) as pool:
+    with torch_threads(settings.model_threads), make_pool(settings) as pool, ThreadPoolExecutor(1) as decoder:
         pending: deque[list[Future]] = deque()
 
         def drain_one() -> None:
-            futures = pending.popleft()
-            for future in futures:
-                rows.append(totals.add(future.result()))
-            bar.update(len(futures))
+            for future in pending.popleft():
+                scores = future.result()
+                rows.extend(totals.add(score) for score in scores)
+                bar.update(len(scores))
 
-        for batch in loader:
+        for batch in decoded_batches(TorchWSOL(subset, preprocess), settings, decoder):
             explanation = model.explain(batch["image"].to(device, non_blocking=True))
-            images = input_images(batch["image"], preprocess)
-            jobs = make_jobs(explanation, batch, subset, images, settings, sampled)
-            pending.append([pool.submit(score_image, job, context) for job in jobs])
+            jobs = make_jobs(explanation, batch, subset, context, sampled, parts=max(1, settings.threads))
+            pending.append([pool.submit(score_batch, job, context) for job in jobs])
             while len(pending) > MAX_PENDING_BATCHES:
                 drain_one()
         while pending:
@@ -451,6 +500,40 @@ def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, setti
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     return write_results(out, summary, rows)
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``count`` (None: unchanged) inside, restored after."""
+    saved = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(max(1, count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def decoded_batches(items: TorchWSOL, settings: EvalSettings, decoder: Executor) -> Iterator[dict]:
+    """The batches in order, decoded by ``settings.loader_workers`` processes, or with none by a thread.
+
+    The thread (PIL and OpenCV release the GIL) keeps ``PREFETCH_BATCHES`` batches ahead of the
+    model and costs nothing to start; worker processes pay a fork and a startup each run, worth it
+    only with cores to spare for them.
+    """
+    if settings.loader_workers > 0:
+        yield from torch.utils.data.DataLoader(items, batch_size=settings.batch_size, collate_fn=collate,
+                                               num_workers=settings.loader_workers,
+                                               pin_memory=torch.cuda.is_available())
+        return
+    ahead: deque[Future] = deque()
+    for start in range(0, len(items), settings.batch_size):
+        indices = range(start, min(start + settings.batch_size, len(items)))
+        ahead.append(decoder.submit(lambda indices=indices: collate([items[i] for i in indices])))
+        if len(ahead) > PREFETCH_BATCHES:
+            yield ahead.popleft().result()
+    while ahead:
+        yield ahead.popleft().result()
 
 
 def make_pool(settings: EvalSettings) -> Executor:
@@ -531,8 +614,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=min(8, os.cpu_count() or 1),
                         help="workers for the per-image box work (default: cores, at most 8)")
     parser.add_argument("--pool", default="thread", choices=("thread", "process"), help="kind of those workers")
-    parser.add_argument("--workers", type=int, default=min(4, (os.cpu_count() or 2) // 2),
-                        help="data loader processes decoding images (0: in the main process)")
+    parser.add_argument("--workers", type=int, default=default_loader_workers(),
+                        help="data loader processes decoding images (0: a thread of this process)")
+    parser.add_argument("--model-threads", type=int,
+                        help="torch CPU threads for the model during the run (default: torch's); a small model on "
+                             "few cores runs faster overall with 1, leaving the other cores to the box work")
     parser.add_argument("--limit", type=int, help="evaluate only the first N images")
     parser.add_argument("--thumbnails", type=int, default=16, help="images sampled for success thumbnails")
     parser.add_argument("--on-error", default="raise", choices=("raise", "skip"), help="bad annotation lines")
@@ -543,6 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cam_threshold=args.threshold, layers=args.layers, variant=args.variant or variants_for(model.depth)[0],
             iou_threshold=args.iou_threshold, cam_curve_interval=args.cam_curve_interval,
             batch_size=args.batch_size, threads=args.threads, pool=args.pool, loader_workers=args.workers,
+            model_threads=args.model_threads,
             thumbnails=args.thumbnails, limit=args.limit,
         )
         dataset = open_dataset(args.dataset, args.split, args.kind, args.on_error)

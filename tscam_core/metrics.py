@@ -65,7 +65,11 @@ def box_area(boxes: np.ndarray) -> np.ndarray:
 
 def pairwise_intersection(boxes: np.ndarray, gts: np.ndarray) -> np.ndarray:
     """Area shared by each of ``boxes`` (N, 4) with each of ``gts`` (K, 4): (N, K)."""
-    boxes, gts = as_boxes(boxes)[:, None, :], as_boxes(gts)[None, :, :]
+    return _intersection(as_boxes(boxes)[:, None, :], as_boxes(gts)[None, :, :])
+
+
+def _intersection(boxes: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    """Area shared by broadcast ``boxes`` and ``gts`` (..., 4)."""
     width = np.minimum(boxes[..., 2], gts[..., 2]) - np.maximum(boxes[..., 0], gts[..., 0])
     height = np.minimum(boxes[..., 3], gts[..., 3]) - np.maximum(boxes[..., 1], gts[..., 1])
     return np.maximum(width, 0) * np.maximum(height, 0)
@@ -82,6 +86,26 @@ def pairwise_iou(boxes: np.ndarray, gts: np.ndarray) -> np.ndarray:
     """IoU of each of ``boxes`` (N, 4) with each GT box (K, 4): (N, K), in one vectorised step."""
     inter = pairwise_intersection(boxes, gts)
     return _ratio(inter, box_area(boxes)[:, None] + box_area(gts)[None, :] - inter)
+
+
+def grouped_max_ious(boxes: np.ndarray, groups: np.ndarray, gts: Sequence[np.ndarray]) -> np.ndarray:
+    """Each box's best IoU over the GT boxes of its own image, ``gts[groups[i]]``: (N,), many images in one step.
+
+    The GT lists are padded with empty boxes, whose IoU with anything is 0, so each value equals
+    ``box_iou(boxes[i], gts[groups[i]]).max()`` (0 with no GT box).
+    """
+    boxes, groups = as_boxes(boxes), np.asarray(groups, dtype=np.int64)
+    width = max((len(as_boxes(g)) for g in gts), default=0)
+    if width == 0 or len(boxes) == 0:
+        return np.zeros(len(boxes))
+    padded = np.zeros((len(gts), width, 4))
+    for row, g in zip(padded, gts, strict=True):
+        g = as_boxes(g)
+        row[:len(g)] = g
+    mine = padded[groups]  # N x K x 4
+    inter = _intersection(boxes[:, None, :], mine)
+    area = box_area(mine).reshape(mine.shape[:2])
+    return _ratio(inter, box_area(boxes)[:, None] + area - inter).max(axis=1)
 
 
 def box_iou(box: np.ndarray, gts: np.ndarray) -> np.ndarray:
@@ -115,8 +139,14 @@ class Overlap:
 
     @classmethod
     def of(cls, box: np.ndarray, gts: np.ndarray) -> Overlap:
-        iog = box_iog(box, gts)
-        return cls(_max(box_iou(box, gts)), _max(iog), _max(box_iop(box, gts)), int((iog > M_INS_IOG).sum()))
+        """As ``box_iou``, ``box_iog`` and ``box_iop``, from one intersection."""
+        box, gts = as_boxes(box)[:1], as_boxes(gts)
+        inter = pairwise_intersection(box, gts)[0]
+        area, gt_areas = box_area(box), box_area(gts)
+        iog = _ratio(inter, gt_areas)
+        iou = _ratio(inter, area[:, None] + gt_areas[None, :] - inter[None, :])[0]
+        iop = _ratio(inter, np.full_like(inter, area[0]))
+        return cls(_max(iou), _max(iog), _max(iop), int((iog > M_INS_IOG).sum()))
 
 
 def error_type(correct_cls: bool, overlap: Overlap, iou_threshold: float = 0.5) -> str:
@@ -247,10 +277,17 @@ def sweep_largest_ious(sweep: ContourSweep, gts: np.ndarray, indices: Sequence[i
 
 def sweep_best_ious(sweep: ContourSweep, gts: np.ndarray, count: int) -> np.ndarray:
     """``best_box_ious`` at the sweep's first ``count`` thresholds, from all its boxes in one IoU step."""
-    best = np.zeros(count)
-    keep = sweep.owner < count
-    if keep.any():
-        np.maximum.at(best, sweep.owner[keep], _row_max(pairwise_iou(sweep.boxes[keep], gts)))
+    return sweeps_best_ious([sweep], [gts], count)[0]
+
+
+def sweeps_best_ious(sweeps: Sequence[ContourSweep], gts: Sequence[np.ndarray], count: int) -> np.ndarray:
+    """``sweep_best_ious`` of many images (images x count), image i's sweep against ``gts[i]``, in one IoU step."""
+    groups = np.concatenate([np.full(len(sweep.owner), i) for i, sweep in enumerate(sweeps)] or [np.zeros(0, int)])
+    owner = np.concatenate([sweep.owner for sweep in sweeps] or [np.zeros(0, int)])
+    boxes = np.concatenate([sweep.boxes for sweep in sweeps] or [np.zeros((0, 4))])
+    keep = owner < count
+    best = np.zeros((len(sweeps), count))
+    np.maximum.at(best, (groups[keep], owner[keep]), grouped_max_ious(boxes[keep], groups[keep], gts))
     return best
 
 

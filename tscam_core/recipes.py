@@ -174,7 +174,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Stage 1 (ImageNet analogue): plain Fashion-MNIST items on 48 x 48 squares, classification only.
     # Stage 2 (CUB analogue): TS-CAM on the cluttered 64 x 64 images, one per Fashion-MNIST training
     # item; validation and the CAM threshold on 1,000 images held out of the training split; the
-    # test split is evaluated once, at the end.
+    # test split is evaluated once, at the end. Data load in the training process (workers=0): on two
+    # cores a loader process preempts the two compute threads, which wait for each other at every op.
     "fashion": dict(
         data=FASHION_DATA, dataset_kind="cub", generate=True, generate_train=60000, generate_test=2000, canvas=64,
         val_split="holdout", holdout=1000, test_split="test",
@@ -184,7 +185,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         epochs=4, batch_size=64, lr=5e-4, schedule="cosine", warmup_epochs=0.3, min_lr_ratio=0.01,
         weight_decay=0.05, beta1=0.9, beta2=0.99, eps=1e-8, label_smoothing=0.1,
         resize=72, crop=64, hflip=True, test_resize=64,
-        workers=1, threads=2, save_every=200, export="checkpoints/tscam_fashion.safetensors",
+        workers=0, threads=2, save_every=200, export="checkpoints/tscam_fashion.safetensors",
     ),
 }
 
