@@ -131,16 +131,17 @@ SECTION_TITLES = {
 #: What lies behind a missed goal and what would close it, by metric; printed for every missed one.
 REMEDIES = {
     "explain / logits-only time":
-        "explain adds two forward hooks to each block and one small product per block, q_cls k^T (B x H x 1 x N); "
-        "the softmax and the head mean run once for all blocks. That is a fixed cost of a few tensor calls per "
-        "block, tens of microseconds each: several percent of a forward that lasts a few milliseconds (a small "
-        "model at batch 1), well under 3% of a DeiT-S forward. Closing it for tiny models needs the capture "
-        "without Python hooks (torch.compile of the explain pass, or an attention module that emits the class row "
-        "itself). Beyond that, a few percent is within the run-to-run noise of a shared CPU: rerun on an idle "
-        "machine.",
+        "explain adds one forward hook per block (on attn.qkv) and one small product per block, q_cls k^T "
+        "(B x H x N), then one softmax and head mean for all blocks. That is a fixed cost of a few tensor calls "
+        "per block, tens of microseconds each: several percent of a forward that lasts a few milliseconds (a small "
+        "model at batch 1), a few percent or less of a DeiT-S forward. The row's detail gives the floor of any "
+        "hook-based capture (no-op hooks alone), which on a small model takes a good part of the 3%. Closing it "
+        "needs the capture without Python hooks: an attention kernel that returns the class-token row, or "
+        "torch.compile of the explain pass. Beyond that, a few percent is within the run-to-run noise of a "
+        "shared CPU: rerun on an idle machine.",
     "explain / logits-only peak memory":
-        "explain keeps only B x L x N attention rows and S_c; the one transient is the contiguous copy of k "
-        "(B x H x N x d) made for the row product in each block; a per-head product on the strided view avoids it.",
+        "explain keeps only B x L x N class-token scores and S_c; q and k are read in place from each block's "
+        "qkv output, so any excess is the scores themselves (L x B x H x N floats).",
     "explicit / explain time":
         "with few tokens the N x N matrices are cheap and unfused attention is about as fast as the fused kernel; "
         "the gap opens as N grows (see the larger-input row).",
@@ -148,17 +149,18 @@ REMEDIES = {
         "the explicit approach's extra cost grows with N^2; at few tokens it is within noise: more repetitions.",
     "TS-CAM step / plain timm classifier step":
         "the 3x3 conv head runs over every patch token (9 x D x C multiply-adds per token) where the plain head is "
-        "one linear layer on the class token; with many classes that is several percent of the step. bf16 autocast "
+        "one linear layer on the class token; with many classes that is a few percent of the step, close to the "
+        "goal, so the run-to-run noise of a shared CPU decides the row (rerun on an idle machine). bf16 autocast "
         "and channels-last on GPU, or torch.compile, would close it.",
     "full evaluation / forward-only images/s":
-        "the per-image CPU work competes with the forward for the same two cores (shared with other processes): "
-        "decoding, the MaxBoxAccV2 sweep (one OpenCV contour pass per CAM threshold, 100 at the default 0.01 "
-        "interval, shared with the CAM-threshold curve and the main box), one box per map variant and per layer "
-        "count, PxAP histograms and a PNG thumbnail for every failure (with random weights every image fails). "
-        "When the forward costs a few milliseconds per image (a small model), this work sets the pace whatever "
-        "overlaps what. What closes it: more cores (the scoring pool scales with --threads), a GPU for the forward, "
-        "a coarser sweep (--cam-curve-interval 0.05: five times fewer contour passes), thumbnails on request. "
-        "Few images also leave the pipeline's fill and drain unamortised.",
+        "the per-image work the results folder needs costs more CPU than a small model's forward: decoding, the "
+        "MaxBoxAccV2 sweep (100 CAM thresholds at the default 0.01 interval, traced in one OpenCV pass per batch "
+        "over stacked masks, shared with the CAM-threshold curve and the main box), a box per map variant and per "
+        "layer count, PxAP histograms and a PNG thumbnail for every failure. The detail gives both CPU costs per "
+        "image: when the forward costs a few milliseconds (a small model), this work sets the pace on two cores "
+        "whatever overlaps what. What closes it: more cores (the scoring pool scales with --threads), "
+        "--model-threads 1 on a small model (the forward's second thread otherwise competes with the scoring), "
+        "a coarser sweep (--cam-curve-interval 0.05), fewer success thumbnails (--thumbnails 0).",
     "threshold change (no forward)":
         "the box is found on the map upsampled to the input size and the main overlay is redrawn at display size; "
         "cache the upsampled map per (class, layers, variant) so that only the contour search and the blend remain.",
