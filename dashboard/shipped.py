@@ -6,6 +6,7 @@ generator and evaluation a user would run by hand.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,14 +17,6 @@ from tscam_core.errors import TSCAMError
 
 CHECKPOINT = ROOT / "checkpoints" / "tscam_fashion.safetensors"
 BENCHMARK = ROOT / "data" / "fashion-cluttered-test"
-def benchmark_config(checkpoint: Path):
-    """The test split the checkpoint was trained and scored for, from the recipe in its metadata."""
-    from tscam_core.checkpoint import read_checkpoint
-    from tscam_core.datasets.fashion import BenchmarkConfig
-
-    recipe = read_checkpoint(checkpoint)[0].recipe
-    return BenchmarkConfig(train=0, test=recipe.get("generate_test", BenchmarkConfig.test),
-                           canvas=recipe.get("canvas", BenchmarkConfig.canvas), seed=recipe.get("seed", BenchmarkConfig.seed))
 
 
 def make(progress: Callable[[str], None] = print) -> Path:
@@ -31,17 +24,21 @@ def make(progress: Callable[[str], None] = print) -> Path:
     from tscam_core.datasets import fashion, open_dataset
     from tscam_core.evaluate import EvalSettings, evaluate
     from tscam_core.loading import load_model
+    from tscam_core.recipes import TrainConfig
+    from tscam_core.training import benchmark_config
 
     checkpoint, benchmark, out = CHECKPOINT, BENCHMARK, runs.SHIPPED_RUN
     if not checkpoint.is_file():
         raise FileNotFoundError(f"the shipped checkpoint {checkpoint} is missing")
-    config = benchmark_config(checkpoint)
+    model = load_model(checkpoint)
+    # The test split the checkpoint was trained and scored for, from the recipe in its metadata.
+    config = dataclasses.replace(benchmark_config(TrainConfig.from_recipe(model.info.recipe)), train=0)
     if not (benchmark / "images.txt").is_file() or fashion.differences(benchmark, config):
         progress(f"Rendering the {config.test:,} test images of Cluttered Fashion-MNIST into {benchmark}…")
         fashion.generate(benchmark, config, overwrite=True, progress=False)
     progress(f"Evaluating {checkpoint.name} on them (a few minutes on a CPU)…")
     # no loader processes: this may run inside the Streamlit server, whose threads fork badly
-    evaluate(load_model(checkpoint), open_dataset(benchmark, "test", "cub"), out,
+    evaluate(model, open_dataset(benchmark, "test", "cub"), out,
              EvalSettings(loader_workers=0), name=out.name, progress=False, dataset_kind="cub")
     progress(f"Wrote {out}.")
     return out

@@ -7,9 +7,9 @@ One ``python -m tscam_core.evaluate`` run (run here as a subprocess, so the comm
 document is the command that ran) holds Table 12's layer counts, Fig. 7's curve, Table 7's error
 analysis and MaxBoxAccV2 / PxAP. Table 5's other map variants (A* alone, S_c alone) get a run each,
 at the CAM threshold their own map scores best with on the checkpoint's validation images, as the
-TS-CAM map's threshold was chosen in training: one shared threshold would favour one map. With ``--cnn-checkpoint`` (a CNN
-CAM trained by ``train/run.py --preset fashion-cnn``) a second run gives Table 5's CAM row and a CAM
-row of Table 7; without it the CAM row says "not run" and gives the commands that would fill it.
+TS-CAM map's threshold was chosen in training: one shared threshold would favour one map. With
+``--cnn-checkpoint`` (a CNN CAM trained by ``train/run.py --preset fashion-cnn``) a second run gives
+Table 5's CAM row and a CAM row of Table 7; without it the CAM row says "not run" and gives the commands that would fill it.
 ``--reuse`` keeps an existing results folder made from the same checkpoint file (same SHA-256).
 Every number written comes from those folders; the paper's CUB-200-2011 figures are copied beside
 them for reference only.
@@ -31,11 +31,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tscam_core.checkpoint import Family, ModelInfo  # noqa: E402
+from tscam_core.checkpoint import ModelInfo  # noqa: E402
+from tscam_core.cnn_cam import CNNCAM  # noqa: E402
 from tscam_core.datasets import TorchWSOL, collate  # noqa: E402
 from tscam_core.errors import TSCAMError  # noqa: E402
 from tscam_core.evaluate import file_sha256  # noqa: E402
 from tscam_core.loading import load_model  # noqa: E402
+from tscam_core.model import TSCAM  # noqa: E402
 from tscam_core.recipes import TrainConfig  # noqa: E402
 from tscam_core.results import Results, load_results  # noqa: E402
 from tscam_core.training import training_splits, validate  # noqa: E402
@@ -100,39 +102,34 @@ def row(*cells: object) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def cam_threshold(args: argparse.Namespace, checkpoint: str) -> float:
+def cam_threshold(args: argparse.Namespace, info: ModelInfo) -> float:
     """--threshold, else the one the checkpoint's training chose on its validation split (never on test), else 0.1."""
     if args.threshold is not None:
         return args.threshold
-    info = load_model(checkpoint, family=None).info
     return float(info.evaluation.get("validation", {}).get("best_threshold", 0.1))
 
 
-def evaluation_command(args: argparse.Namespace, checkpoint: str, out: Path,
-                       variant: tuple[str, float] | None = None) -> list[str]:
-    """The evaluation of ``checkpoint``'s own map, or of ``variant`` (its name and CAM threshold)."""
-    threshold = cam_threshold(args, checkpoint) if variant is None else variant[1]
+def evaluation_command(args: argparse.Namespace, checkpoint: str, out: Path, threshold: float,
+                       variant: str | None = None) -> list[str]:
+    """The evaluation of ``checkpoint``'s own map, or of ``variant``, at CAM threshold ``threshold``."""
     command = ["python", "-m", "tscam_core.evaluate", "--checkpoint", str(checkpoint), "--dataset",
                str(args.dataset), "--split", args.split, "--out", str(out), "--threshold", str(threshold),
                "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--device", args.device]
     if variant is not None:
-        command += ["--variant", variant[0]]
+        command += ["--variant", variant]
     if args.limit:
         command += ["--limit", str(args.limit)]
     return command
 
 
-def variant_thresholds(args: argparse.Namespace, checkpoint: str, variants: list[str]) -> dict[str, float]:
+def variant_thresholds(args: argparse.Namespace, model: TSCAM, variants: list[str]) -> dict[str, float]:
     """Each of ``variants``' CAM threshold, chosen as training chose the model's own map's: best GT-known Loc
     on the checkpoint's validation images, rebuilt from its recipe. Empty when --threshold fixes one for
     all, or when the recipe names no validation images apart from the evaluated split (choosing there
     would tune on it)."""
-    model = load_model(checkpoint, family="tscam")
-    known = set(TrainConfig.__dataclass_fields__)
-    recipe = {k: v for k, v in model.info.recipe.items() if k in known}
-    if args.threshold is not None or not recipe:
+    if args.threshold is not None or not model.info.recipe:
         return {}
-    config = TrainConfig.from_dict(recipe)
+    config = TrainConfig.from_recipe(model.info.recipe)
     if (config.train_split if config.val_split == "holdout" else config.val_split) == args.split:
         return {}
     _, validation = training_splits(config)
@@ -142,16 +139,16 @@ def variant_thresholds(args: argparse.Namespace, checkpoint: str, variants: list
                            ["best_threshold"]) for variant in variants}
 
 
-def run_evaluation(args: argparse.Namespace, checkpoint: str, out: Path,
-                   variant: tuple[str, float] | None = None) -> tuple[Results, list[str]]:
-    command = evaluation_command(args, checkpoint, out, variant)
+def run_evaluation(args: argparse.Namespace, checkpoint: str, out: Path, threshold: float,
+                   variant: str | None = None) -> tuple[Results, list[str]]:
+    command = evaluation_command(args, checkpoint, out, threshold, variant)
     if args.reuse and (out / "summary.json").is_file():
         try:
             existing = load_results(out)
             settings = existing.summary["settings"]
             if (existing.summary["checkpoint"].get("sha256") == file_sha256(Path(checkpoint))
-                    and str(settings["cam_threshold"]) == command[command.index("--threshold") + 1]
-                    and (variant is None or settings["variant"] == variant[0])):
+                    and settings["cam_threshold"] == threshold
+                    and (variant is None or settings["variant"] == variant)):
                 return existing, command
         except TSCAMError:
             pass
@@ -161,10 +158,9 @@ def run_evaluation(args: argparse.Namespace, checkpoint: str, out: Path,
     return load_results(out), command
 
 
-def evaluate_checkpoint(args: argparse.Namespace, checkpoint: str, family: Family, out: Path) -> Evaluation:
-    """Evaluate ``checkpoint``; one of the other family is refused first, with a CheckpointError naming it."""
-    model = load_model(checkpoint, family=family)
-    results, command = run_evaluation(args, checkpoint, out)
+def evaluate_checkpoint(args: argparse.Namespace, checkpoint: str, model: TSCAM | CNNCAM, out: Path) -> Evaluation:
+    """Evaluate ``model``, loaded from ``checkpoint``, on its own map at its validated threshold."""
+    results, command = run_evaluation(args, checkpoint, out, cam_threshold(args, model.info))
     return Evaluation(results, command, sum(p.numel() for p in model.parameters()), model.info)
 
 
@@ -243,8 +239,9 @@ def variant_table(results: Results, variant_runs: dict[str, Evaluation]) -> tupl
         lines.append(row(label, pct(v["top1_loc"]), pct(v["top5_loc"]), pct(v["gt_known_loc"]), *map(paper, ref),
                          threshold))
     if not variant_runs:
-        return lines, [f"The transformer rows share the main run's CAM threshold ({main_threshold}): the checkpoint "
-                       "names no validation images apart from the evaluated split to choose one per map on."]
+        return lines, [f"The transformer rows share the main run's CAM threshold ({main_threshold}): none was chosen "
+                       "per map (a --threshold was given, or the checkpoint names no validation images apart from "
+                       "the evaluated split to choose one on)."]
     note = ["Each row's CAM threshold is the one its own map scored best with (GT-known Loc) on the checkpoint's "
             "validation images, rebuilt from its recipe, as training chose TS-CAM's: never on the test split. "
             "The rows other than TS-CAM come from their own runs:", "", "```"]
@@ -390,14 +387,17 @@ def main(argv: list[str] | None = None) -> int:
             print("generate it: python -m tscam_core.datasets.fashion --out data/fashion-cluttered", file=sys.stderr)
         return 2
     try:
-        tscam = evaluate_checkpoint(args, args.checkpoint, "tscam", Path(args.results))
+        # Loading first refuses a checkpoint of the other family, with a CheckpointError naming it.
+        tscam_model = load_model(args.checkpoint, family="tscam")
+        tscam = evaluate_checkpoint(args, args.checkpoint, tscam_model, Path(args.results))
         others = [key for key, _ in VARIANT_ROWS if key != tscam.results.summary["settings"]["variant"]]
         variant_runs = {}
-        for variant, threshold in variant_thresholds(args, args.checkpoint, others).items():
-            results, command = run_evaluation(args, args.checkpoint, Path(f"{args.results}-{variant}"),
-                                              (variant, threshold))
+        for variant, threshold in variant_thresholds(args, tscam_model, others).items():
+            results, command = run_evaluation(args, args.checkpoint, Path(f"{args.results}-{variant}"), threshold,
+                                              variant)
             variant_runs[variant] = Evaluation(results, command, tscam.parameters, tscam.info)
-        cnn = (evaluate_checkpoint(args, args.cnn_checkpoint, "cnn_cam", Path(args.cnn_results))
+        cnn = (evaluate_checkpoint(args, args.cnn_checkpoint, load_model(args.cnn_checkpoint, family="cnn_cam"),
+                                   Path(args.cnn_results))
                if args.cnn_checkpoint else None)
     except TSCAMError as error:
         print(f"error: {error}", file=sys.stderr)

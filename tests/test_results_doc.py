@@ -50,15 +50,16 @@ def test_each_variant_gets_the_threshold_its_map_scores_best_with_on_validation(
     script = load_script()
     config, checkpoint = trained
     args = argparse.Namespace(threshold=None, split="test", batch_size=5)
-    chosen = script.variant_thresholds(args, str(checkpoint), ["trans_attention", "trans_cam"])
+    model = load_model(checkpoint)
+    chosen = script.variant_thresholds(args, model, ["trans_attention", "trans_cam"])
     assert set(chosen) == {"trans_attention", "trans_cam"}
     for variant, threshold in chosen.items():
         assert threshold == best_threshold_by_hand(checkpoint, config, variant), variant
     # A threshold given for all, or validation images that are the evaluated split: nothing is chosen.
-    assert script.variant_thresholds(argparse.Namespace(threshold=0.3, split="test", batch_size=5), str(checkpoint),
+    assert script.variant_thresholds(argparse.Namespace(threshold=0.3, split="test", batch_size=5), model,
                                      ["trans_cam"]) == {}
     assert script.variant_thresholds(argparse.Namespace(threshold=None, split="train", batch_size=5),
-                                     str(checkpoint), ["trans_cam"]) == {}
+                                     model, ["trans_cam"]) == {}
 
 
 def test_document_shows_each_variant_from_its_own_run(trained, tmp_path):
@@ -71,7 +72,7 @@ def test_document_shows_each_variant_from_its_own_run(trained, tmp_path):
     assert code == 0
     text = doc.read_text()
     chosen = script.variant_thresholds(argparse.Namespace(threshold=None, split="test", batch_size=5),
-                                       str(checkpoint), ["trans_attention", "trans_cam"])
+                                       load_model(checkpoint), ["trans_attention", "trans_cam"])
     for variant, label in (("trans_attention", "TransAttention"), ("trans_cam", "TransCAM")):
         run = script.load_results(tmp_path / "results" / f"tiny-{variant}")
         assert run.summary["settings"]["variant"] == variant

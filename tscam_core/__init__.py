@@ -29,9 +29,10 @@ from .overlay import COLORMAPS, DrawnBox, overlay
 from .transforms import Preprocess
 
 __all__ = [
-    "CAM_VARIANTS", "CNNCAM", "COLORMAPS", "FAMILY_LABELS", "Family", "MAX_PIXELS", "TSCAM", "VARIANTS", "VARIANT_LABELS", "CheckpointError", "DatasetError",
-    "DrawnBox", "Explanation", "ImageError", "LayerSelection", "Localization", "ModelInfo", "Preprocess",
-    "TSCAMError", "Variant", "__version__", "box_from_map", "boxes_from_map", "build_model", "create_cnn_cam", "create_tscam", "explain_file",
-    "explain_images", "load_image", "load_model", "localize", "normalize_map", "overlay", "predict_box",
-    "read_checkpoint", "save_checkpoint", "select_layers", "upsample_map", "variants_for",
+    "CAM_VARIANTS", "CNNCAM", "COLORMAPS", "FAMILY_LABELS", "MAX_PIXELS", "TSCAM", "VARIANTS", "VARIANT_LABELS",
+    "CheckpointError", "DatasetError", "DrawnBox", "Explanation", "Family", "ImageError", "LayerSelection",
+    "Localization", "ModelInfo", "Preprocess", "TSCAMError", "Variant", "__version__", "box_from_map",
+    "boxes_from_map", "build_model", "create_cnn_cam", "create_tscam", "explain_file", "explain_images",
+    "load_image", "load_model", "localize", "normalize_map", "overlay", "predict_box", "read_checkpoint",
+    "save_checkpoint", "select_layers", "upsample_map", "variants_for",
 ]

@@ -2,13 +2,13 @@
 
 A* (Eq. 6), M_c (Eq. 7) and the ablation variants of Table 5 are computed here and
 nowhere else, from cached tensors, so that changing the layer selection or the variant
-never needs the model again.
+never needs the model again. The CNN CAM baseline of Table 5 yields the same object without
+attention (``layer_attention=None``, depth 0), whose one map is ``"cam"``.
 
 Class maps (S_c, and a CNN's CAM) are rectified before they are coupled or shown, as the
 official TS-CAM code does: a negative score is evidence against the class, not a weaker
 location. Left signed, min-max normalisation makes the most negative token the map's zero,
-so background (near 0) rises above the box threshold and boxes swallow the image. The CNN CAM baseline of Table 5 yields the same object without
-attention (``layer_attention=None``, depth 0), whose one map is ``"cam"``.
+so background (near 0) rises above the box threshold and boxes swallow the image.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ VARIANT_LABELS: dict[str, str] = {
 def variants_for(depth: int) -> tuple[Variant, ...]:
     """The map variants of a model with ``depth`` attention blocks (0: a CNN, CAM only)."""
     return VARIANTS if depth else CAM_VARIANTS
+
 
 def check_variant(variant: str, depth: int) -> None:
     """Raise a ValueError naming the choices when a model of ``depth`` blocks has no map ``variant``."""

@@ -151,6 +151,13 @@ class TrainConfig:
             raise ValueError(f"unknown config fields: {', '.join(unknown)}")
         return cls(**data)
 
+    @classmethod
+    def from_recipe(cls, recipe: dict[str, Any]) -> TrainConfig:
+        """The config a checkpoint was trained with, from the recipe in its metadata: the run's config
+        plus its progress (epochs_done, steps_done); fields this version does not know are left out."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in recipe.items() if key in known})
+
 
 #: The architecture fields that only a ViT takes.
 VIT_FIELDS = ("img_size", "patch_size", "depth", "embed_dim", "num_heads")

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,6 +44,9 @@ from .metrics import LocalizationAccumulator, Overlap, ThresholdCurve, largest_b
 from .model import TSCAM, create_tscam
 from .pretraining import PlainFashion
 from .recipes import TrainConfig
+
+if TYPE_CHECKING:
+    from .datasets.fashion import BenchmarkConfig
 from .transforms import Preprocess
 
 STATE_FILE = "state.pt"
@@ -698,18 +701,19 @@ class Trainer:
         best_path = self.run_dir / "best.safetensors"
         if not best_path.exists():
             return None
-        candidates = []
-        for path in (best_path, self.run_dir / "last.safetensors"):
+        loader = self.eval_loader(self.val_data)
+        chosen = None
+        for path in (best_path, self.run_dir / "last.safetensors"):  # in this order: the best wins ties
             if not path.exists():
                 continue
             info, state = read_checkpoint(path)
             model = build_model(dataclasses.replace(config, pretrained=False, pretrained_file=""), self.num_classes)
             model.load_state_dict(state)
             model.to(self.runtime.device).eval()
-            validated = validate(model, self.eval_loader(self.val_data), config.thresholds(), config.threshold,
-                                 self.amp)
-            candidates.append((validated["top1_loc_best"], -len(candidates), model, info, validated))
-        _, _, model, info, validated = max(candidates, key=lambda c: c[:2])  # best.safetensors wins ties
+            validated = validate(model, loader, config.thresholds(), config.threshold, self.amp)
+            if chosen is None or validated["top1_loc_best"] > chosen[2]["top1_loc_best"]:
+                chosen = (model, info, validated)
+        model, info, validated = chosen
         validation = {"split": self.val_data.split, **{k: v for k, v in validated.items() if k != "curve"}}
         evaluation: dict[str, Any] = {"validation": validation, "recipe": "train/run.py --preset "
                                       f"{config.preset}" if config.preset else "train/run.py"}
@@ -748,10 +752,9 @@ def ensure_data(config: TrainConfig, main: bool) -> None:
     """
     if not config.generate:
         return
-    from .datasets.fashion import BenchmarkConfig, differences, generate
+    from .datasets.fashion import differences, generate
 
-    wanted = BenchmarkConfig(train=config.generate_train, test=config.generate_test, canvas=config.canvas,
-                             seed=config.seed)
+    wanted = benchmark_config(config)
     root = Path(config.data)
     if (root / "images.txt").exists():
         differs = differences(root, wanted)
@@ -764,6 +767,14 @@ def ensure_data(config: TrainConfig, main: bool) -> None:
         generate(root, wanted, progress=config.progress)
     if dist.is_initialized():
         dist.barrier()
+
+
+def benchmark_config(config: TrainConfig) -> BenchmarkConfig:
+    """The embedded benchmark a run's config generates (its sizes, canvas and seed)."""
+    from .datasets.fashion import BenchmarkConfig
+
+    return BenchmarkConfig(train=config.generate_train, test=config.generate_test, canvas=config.canvas,
+                           seed=config.seed)
 
 
 def train(config: TrainConfig, resume: str | Path | None = None) -> Path:
@@ -811,7 +822,8 @@ def resume_config(resume: str | Path) -> TrainConfig:
 
 
 __all__ = [
-    "Interrupted", "ResumableSampler", "StepResult", "Trainer", "evaluate_split", "holdout_split", "load_state_file",
+    "Interrupted", "ResumableSampler", "StepResult", "Trainer", "benchmark_config", "evaluate_split", "holdout_split",
+    "load_state_file",
     "lr_factor", "make_optimizer", "make_scheduler", "resume_config", "rng_state", "set_rng_state", "train",
     "train_step", "training_splits", "validate",
 ]
