@@ -122,10 +122,11 @@ def test_localize_upsamples_the_chosen_map_and_boxes_it():
 
 
 def official_boxes(cam01: np.ndarray, threshold: float) -> list[tuple[int, int, int, int]]:
-    """The official code's loop, one threshold at a time: every external contour's bounding box."""
+    """The reference code's loop (Choe et al.), one threshold at a time: every contour's bounding box,
+    holes' borders included (RETR_TREE)."""
     gray = (np.clip(cam01, 0, 1) * 255).astype(np.uint8)
     _, mask = cv2.threshold(gray, int(threshold * np.max(gray)), 255, cv2.THRESH_BINARY)
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours, _ = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
     return [(x, y, x + w, y + h) for x, y, w, h in map(cv2.boundingRect, contours)]
 
 
@@ -155,16 +156,19 @@ def test_sweep_gives_every_threshold_the_boxes_of_the_one_threshold_loop():
             np.testing.assert_array_equal(sweep.largest[j], box_from_map(cam, float(threshold)))
 
 
-def test_sweep_keeps_only_outer_contours_and_repeated_thresholds():
+def test_sweep_boxes_include_hole_borders_and_islands_as_the_reference_code():
     cam = blank(40, 40)
     cam[5:35, 5:35] = 1.0
     cam[10:30, 10:30] = 0.0  # a ring ...
-    cam[15:25, 15:25] = 0.8  # ... around an island: the island's contour is not external
+    cam[15:25, 15:25] = 0.8  # ... around an island
     sweep = contour_sweep(cam, [0.5, 0.9, 0.5], largest_at=[0, 1, 2])
-    np.testing.assert_array_equal(sweep.boxes, [[5, 5, 35, 35], [5, 5, 35, 35], [5, 5, 35, 35]])
-    np.testing.assert_array_equal(sweep.owner, [0, 1, 2])
-    # Above 0.9 x 255 = 229 the island (gray 204) is gone either way.
-    assert all(np.array_equal(box, [5, 5, 35, 35]) for box in sweep.largest.values())
+    ring, island = [5, 5, 35, 35], [15, 15, 25, 25]
+    hole_border = [9, 9, 31, 31]  # the ring's pixels next to the hole (rows and columns 10..29): one wider
+    by_threshold = [sorted(sweep.boxes[sweep.owner == j].astype(int).tolist()) for j in range(3)]
+    # At 0.5 x 255 = 127 the island (gray 204) is kept; above 0.9 x 255 = 229 it is gone.
+    assert by_threshold == [sorted([ring, hole_border, island]), sorted([ring, hole_border]),
+                            sorted([ring, hole_border, island])]
+    assert all(np.array_equal(box, ring) for box in sweep.largest.values())  # the hole's contour is smaller
     empty = contour_sweep(blank(), [0.0, 0.5], largest_at=[1])
     assert empty.boxes.shape == (0, 4) and empty.owner.shape == (0,)
     np.testing.assert_array_equal(empty.largest[1], [0, 0, 1, 1])

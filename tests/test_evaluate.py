@@ -172,7 +172,7 @@ def test_stricter_metrics_and_curves(run):
 
 
 def test_thumbnails_for_every_failure(run):
-    _, _, results = run
+    model, _, results = run
     table = results.per_image
     for _, row in table.iterrows():
         if row["error_type"] != "correct":
@@ -181,7 +181,8 @@ def test_thumbnails_for_every_failure(run):
             path = results.thumbnail_path(row["image_id"])
             assert path is not None and path.name == row["thumbnail"]
             with Image.open(path) as image:
-                assert max(image.size) == 128
+                # The 32-px model input is under the 128-px thumbnail size: shown as is, never enlarged.
+                assert image.size == (32, 32) == tuple(model.info.transform.input_size)
     assert len(results.thumbnails()) == table["thumbnail"].notna().sum()
 
 
@@ -327,7 +328,8 @@ def plain_evaluation(model, dataset, settings: EvalSettings) -> tuple[list[dict]
                 box = box_from_map(map01("tscam", k, batch["label"], i), settings.cam_threshold)
                 row[f"gt_known_layers_{k}"] = bool(box_iou(box, gts).max() >= 0.5)
             rows.append(row)
-            small, drawn = resize(preprocess.geometry(image)[0], np.concatenate([gts, pred_box[None]]), (128, 128))
+            side = min(settings.thumbnail_size, max(size))  # shrunk to the thumbnail size, never enlarged
+            small, drawn = resize(preprocess.geometry(image)[0], np.concatenate([gts, pred_box[None]]), (side, side))
             pictures[sample.image_id] = np.asarray(overlay(
                 small, top01, [DrawnBox(b, GT_COLOR) for b in drawn[:-1]] + [DrawnBox(drawn[-1], PRED_COLOR)]))
     metrics = {"maxboxacc_v2": maxbox.result(), "pxap": pxap.result(), "loc_vs_cam_threshold": threshold_curve.result()}
@@ -338,7 +340,8 @@ def plain_evaluation(model, dataset, settings: EvalSettings) -> tuple[list[dict]
     EvalSettings(batch_size=4, threads=2, thumbnails=2, cam_curve_interval=0.05),
     EvalSettings(batch_size=5, threads=3, thumbnails=0, cam_curve_interval=0.02, threshold_curve_interval=0.03,
                  cam_threshold=0.3, layers=1, loader_workers=1),
-    EvalSettings(batch_size=3, threads=1, thumbnails=6, variant="trans_cam", cam_curve_interval=0.1),
+    EvalSettings(batch_size=3, threads=1, thumbnails=6, variant="trans_cam", cam_curve_interval=0.1,
+                 thumbnail_size=20),
 ], ids=["default", "layers-1-processes", "trans-cam"])
 def test_batched_scoring_equals_the_plain_per_image_computation(tmp_path, dataset_root, checkpoint, settings):
     """Every per-image value, the summary's sweep metrics and the thumbnails' pixels are exactly those

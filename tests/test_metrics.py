@@ -178,6 +178,17 @@ def test_blob_touching_the_border_gives_a_box_to_the_edge():
     np.testing.assert_allclose(best_box_ious(cam, gt, [0.5]), [1.0])
 
 
+def test_a_hole_border_is_a_contour_of_maxboxacc_v2_but_never_the_official_box():
+    cam = np.zeros((40, 40), np.float32)
+    cam[5:35, 5:35] = 1.0
+    cam[10:30, 10:30] = 0.0  # a ring whose hole (rows and columns 10..29) is the object
+    gt = np.array([[10, 10, 30, 30]])
+    # The hole's contour runs through the ring pixels next to it: box [9, 9, 31, 31], IoU 400 / 484.
+    np.testing.assert_allclose(best_box_ious(cam, gt, [0.5]), [400 / 484])
+    # The official box is the ring's outer one, [5, 5, 35, 35]: IoU 400 / 900.
+    np.testing.assert_allclose(largest_box_ious(cam, gt, [0.5]), [400 / 900])
+
+
 def test_maxboxacc_v2_picks_the_best_threshold_per_iou():
     acc = MaxBoxAccV2([0.0, 0.5])
     for ious in ([0.8, 0.2], [0.4, 0.6], [0.45, 0.6], [0.1, 0.55]):

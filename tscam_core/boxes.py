@@ -3,6 +3,10 @@
 The map is upsampled to the image, min-max normalised, quantised to 0..255, kept where it
 is above ``threshold x max``; the box is the bounding rectangle of the largest contour.
 Boxes are ``[x0, y0, x1, y1]`` with half-open extents (see ``transforms``).
+
+"Every contour" means what it does in Choe et al.'s reference code (``cv2.RETR_TREE``): the outer
+border of each region, and also the border of each hole in a region and each region inside a
+hole. A hole's contour is never larger than its region's, so the largest box is the same either way.
 """
 
 from __future__ import annotations
@@ -79,8 +83,12 @@ def threshold_mask(cam01: np.ndarray, threshold: float) -> np.ndarray:
     return cv2.threshold(gray, int(threshold * gray.max()), 255, cv2.THRESH_BINARY)[1]  # 255 where gray > cut
 
 
+#: Every contour, holes' borders included (see the module docstring).
+CONTOUR_MODE = cv2.RETR_TREE
+
+
 def _contours(mask: np.ndarray) -> Sequence[np.ndarray]:
-    return cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]
+    return cv2.findContours(mask, CONTOUR_MODE, cv2.CHAIN_APPROX_SIMPLE)[0]
 
 
 def _rects(contours: Sequence[np.ndarray]) -> np.ndarray:
@@ -230,7 +238,7 @@ def _trace(grays: np.ndarray, tile_map: np.ndarray, tile_cut: np.ndarray) -> _Tr
             np.greater(grays[maps[start]], np.clip(cuts[start:end], 0, 255).astype(np.uint8)[:, None, None],
                        out=masks[start:end])
         masks[cuts < 0] = True  # gray > a negative cut everywhere
-        found = cv2.findContours(tall.reshape(-1, width), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]
+        found = cv2.findContours(tall.reshape(-1, width), CONTOUR_MODE, cv2.CHAIN_APPROX_SIMPLE)[0]
         contours.extend(found)
         first_tiles.append(np.full(len(found), first))
     if not contours:

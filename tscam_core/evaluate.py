@@ -35,11 +35,12 @@ import platform
 import random
 import re
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
@@ -113,7 +114,7 @@ class EvalSettings:
     loader_workers: int = field(default_factory=default_loader_workers)  # 0: a decoding thread
     model_threads: int | None = None  # torch's CPU threads during the run (None: as set); see evaluate()
     thumbnails: int = 16  # images sampled for success thumbnails (failures always get one)
-    thumbnail_size: int = 128
+    thumbnail_size: int = 128  # longest side at most; never larger than the model input
     limit: int | None = None
     seed: int = 0
 
@@ -302,10 +303,13 @@ PNG_OPTIONS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMW
 
 def _thumbnail(pixels: np.ndarray, image_id: str, gt_boxes: np.ndarray, cam01: np.ndarray, pred_box: np.ndarray,
                context: Context) -> str:
-    """The top-1 class's map over the input image, GT boxes green and the predicted box red."""
+    """The top-1 class's map over the input image, GT boxes green and the predicted box red.
+
+    Shrunk to ``thumbnail_size`` but never enlarged: an enlarged model input shows nothing more,
+    and its encoding would cost several times as much (the dashboard scales pictures to fit).
+    """
     image = Image.fromarray(pixels)
-    side = context.settings.thumbnail_size
-    scale = side / max(image.size)
+    scale = min(1.0, context.settings.thumbnail_size / max(image.size))
     target = (max(1, round(image.height * scale)), max(1, round(image.width * scale)))
     boxes = np.concatenate([gt_boxes.reshape(-1, 4), pred_box.reshape(1, 4)])
     small, boxes = resize(image, boxes, target)
@@ -537,13 +541,31 @@ def decoded_batches(items: TorchWSOL, settings: EvalSettings, decoder: Executor)
 
 
 def make_pool(settings: EvalSettings) -> Executor:
-    """Threads by default (OpenCV releases the GIL); spawned processes when Python overhead dominates."""
+    """Threads by default (OpenCV releases the GIL); spawned processes when Python overhead dominates.
+
+    Either kind runs at a lower scheduling priority (Linux): on a CPU with few cores the
+    scoring shares them with the model, and a model thread kept waiting slows the whole run,
+    while a scoring thread kept waiting only lets its queue grow (bounded by MAX_PENDING_BATCHES).
+    """
     workers = max(1, settings.threads)
     if settings.pool == "process":
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=yield_to_the_model)
     if settings.pool != "thread":
         raise ValueError(f"pool must be 'thread' or 'process', got {settings.pool!r}")
-    return ThreadPoolExecutor(workers)
+    return ThreadPoolExecutor(workers, initializer=yield_to_the_model)
+
+
+#: Niceness added to the scoring workers (0..19): enough that the model's thread wins a contended core.
+SCORING_NICENESS = 10
+
+
+def yield_to_the_model() -> None:
+    """Lower the calling thread's priority; elsewhere than Linux (per-thread niceness) do nothing."""
+    if sys.platform.startswith("linux"):
+        with suppress(OSError):  # e.g. a sandbox that forbids it: plain priority then
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                           min(19, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + SCORING_NICENESS))
 
 
 def checkpoint_identity(model: TSCAM) -> dict:
