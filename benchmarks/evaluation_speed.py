@@ -5,7 +5,10 @@ but for the batch size): decoding, preprocessing, the forward, every box and met
 Parquet table and the thumbnails, timed as one call. Forward-only runs the same model on
 the same number of already-preprocessed images at the same batch size. The row's detail adds
 the CPU time per image of each (all threads, and finished child processes): on a busy machine
-the wall-clock ratio drifts with the load, the CPU cost much less.
+the wall-clock ratio drifts with the load, the CPU cost much less. From the two CPU costs it
+also gives the ceiling of the ratio on this machine's usable cores, reached only if every core
+were busy all the time: when the ceiling is under the goal, no scheduling can meet it, only less
+work per image or more cores.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.measure import Budget, milliseconds, photo, random_images, time_interleaved
+from benchmarks.measure import Budget, milliseconds, photo, random_images, time_interleaved, usable_cores
 from benchmarks.report import Goal, Row, Skipped
 from tscam_core import TSCAM
 from tscam_core.datasets import WSOLDataset, open_dataset
@@ -89,12 +92,15 @@ def evaluation_speed(model: TSCAM, label: str, batch: int, images: int, budget: 
     )
     evaluation_rate, forward_rate = count / timings.median("evaluation"), count / timings.median("forward")
     per_image = {name: 1e3 * statistics.median(seconds[budget.warmup:]) / count for name, seconds in cpu.items()}
+    cores = usable_cores()
+    ceiling = min(1.0, cores * per_image["forward"] / per_image["evaluation"])
     return [Row(
         5, label, batch, f"{count} images ({len(batches)} batches), {origin}", "full evaluation / forward-only images/s",
         timings.ratio("forward", "evaluation"), goal=EVALUATION_GOAL,
         detail=f"evaluation {evaluation_rate:.1f} img/s ({milliseconds(timings.median('evaluation'))}), "
                f"forward {forward_rate:.1f} img/s ({milliseconds(timings.median('forward'))}); CPU per image: "
-               f"evaluation {per_image['evaluation']:.2f} ms, forward {per_image['forward']:.2f} ms",
+               f"evaluation {per_image['evaluation']:.2f} ms, forward {per_image['forward']:.2f} ms; "
+               f"ceiling with {cores} cores always busy: {ceiling:.3f}",
     )]
 
 

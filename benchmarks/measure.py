@@ -134,7 +134,7 @@ def machine_description(device: torch.device) -> dict[str, Any]:
     description: dict[str, Any] = {
         "cpu": _cpu_model(),
         "cpu_cores": os.cpu_count(),
-        "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_cores_usable": usable_cores(),
         "torch_threads": torch.get_num_threads(),
         "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "platform": platform.platform(),
@@ -145,6 +145,11 @@ def machine_description(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         description["gpu"] = torch.cuda.get_device_name(device)
     return description
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity), where the OS says; else all of them."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _cpu_model() -> str:

@@ -17,7 +17,7 @@ from tscam_core import (
     predict_box,
     upsample_map,
 )
-from tscam_core.boxes import contour_sweep, contour_sweeps, normalize_maps, upsample_maps
+from tscam_core.boxes import contour_areas, contour_sweep, contour_sweeps, normalize_maps, upsample_maps
 from tscam_core.metrics import cam_thresholds
 
 
@@ -226,3 +226,21 @@ def test_many_maps_in_one_sweep_equal_each_map_alone(monkeypatch, trace_pixels):
                 got = sorted(map(tuple, sweep.boxes[sweep.owner == j].astype(int).tolist()))
                 assert got == sorted(official_boxes(cam, float(threshold))), (j, threshold)
                 np.testing.assert_array_equal(sweep.largest[j], box_from_map(cam, float(threshold)))
+
+
+def test_contour_areas_equal_opencv_one_contour_at_a_time():
+    """Noise (one- and two-point contours), blobs with holes, and a tall image (large coordinates)."""
+    rng = np.random.default_rng(4)
+    for trial in range(30):
+        height, width = (int(v) for v in rng.integers(2, 120, 2))
+        mask = (rng.random((height, width)) > rng.uniform(0.2, 0.9)).astype(np.uint8)
+        if trial % 3 == 0:
+            mask = cv2.resize(mask, (width * 3, height * 3), interpolation=cv2.INTER_NEAREST)
+        if trial % 5 == 0:
+            mask = np.tile(mask, (60, 1))
+        contours = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+        lengths = np.array([len(c) for c in contours])
+        points = np.concatenate(contours).reshape(-1, 2)
+        got = contour_areas(points, np.cumsum(lengths) - lengths)
+        np.testing.assert_array_equal(got, [cv2.contourArea(c) for c in contours])
+    assert contour_areas(np.zeros((0, 2), np.int64), np.zeros(0, np.int64)).shape == (0,)

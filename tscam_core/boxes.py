@@ -100,9 +100,32 @@ def _rects(contours: Sequence[np.ndarray]) -> np.ndarray:
 
 def _largest_first(contours: Sequence[np.ndarray], boxes: np.ndarray) -> np.ndarray:
     """Order by contour area, ties to the larger box, then to the first found: the official box comes first."""
-    areas = np.array([cv2.contourArea(c) for c in contours], dtype=np.float32)
+    areas = contour_areas(*_flat_points(contours)).astype(np.float32)
     box_areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     return np.lexsort((-box_areas, -areas))
+
+
+def _flat_points(contours: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """All contours' points in one P x 2 array, and where each contour starts in it."""
+    if not contours:
+        return np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
+    lengths = np.fromiter(map(len, contours), np.int64, len(contours))
+    return np.concatenate(contours).reshape(-1, 2), np.cumsum(lengths) - lengths
+
+
+def contour_areas(points: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """``cv2.contourArea`` of every contour (``points[starts[k]:starts[k + 1]]``) in one vectorised step.
+
+    The shoelace sum in 64-bit integers: OpenCV sums the same integer products in doubles, which
+    is exact at any image size, so the values are equal, without a call per contour.
+    """
+    xy = np.asarray(points, dtype=np.int64)
+    if len(starts) == 0:
+        return np.zeros(0)
+    previous = np.roll(xy, 1, axis=0)
+    previous[starts] = xy[np.append(starts[1:], len(xy)) - 1]  # each contour is closed on itself
+    cross = previous[:, 0] * xy[:, 1] - previous[:, 1] * xy[:, 0]
+    return np.abs(np.add.reduceat(cross, starts)) * 0.5
 
 
 def box_from_map(cam01: np.ndarray, threshold: float) -> np.ndarray:
@@ -194,10 +217,10 @@ def contour_sweeps(cams01: np.ndarray, thresholds: Sequence[Sequence[float]],
 
 @dataclass
 class _Traced:
-    """Contours of stacked masks: boxes (K x 4) and contours in tile order, tile t owning starts[t]:ends[t]."""
+    """Contours of stacked masks: boxes (K x 4) and areas in tile order, tile t owning starts[t]:ends[t]."""
 
-    contours: list[np.ndarray]
     boxes: np.ndarray
+    areas: np.ndarray  # float32, as ``_largest_first`` compares them
     starts: np.ndarray
     ends: np.ndarray
 
@@ -210,7 +233,7 @@ class _Traced:
         member = np.repeat(self.starts[tiles] - (np.cumsum(counts) - counts), counts)
         member += np.arange(member.size)
         group = np.repeat(np.arange(len(tiles)), counts)
-        areas = np.array([cv2.contourArea(self.contours[k]) for k in member.tolist()], dtype=np.float32)
+        areas = self.areas[member]
         boxes = self.boxes[member]
         box_areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         order = np.lexsort((-box_areas, -areas, group))  # stable: ties to the first found
@@ -243,10 +266,8 @@ def _trace(grays: np.ndarray, tile_map: np.ndarray, tile_cut: np.ndarray) -> _Tr
         first_tiles.append(np.full(len(found), first))
     if not contours:
         empty = np.zeros(len(tile_map), np.int64)
-        return _Traced([], np.zeros((0, 4), np.float32), empty, empty)
-    lengths = np.fromiter(map(len, contours), np.int64, len(contours))
-    points = np.concatenate(contours).reshape(-1, 2)
-    starts = np.cumsum(lengths) - lengths
+        return _Traced(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), empty, empty)
+    points, starts = _flat_points(contours)
     low, high = np.minimum.reduceat(points, starts), np.maximum.reduceat(points, starts)
     local = low[:, 1] // rows  # a contour lies in one tile: its top row tells which
     offset = (local * rows)[:, None]
@@ -254,7 +275,8 @@ def _trace(grays: np.ndarray, tile_map: np.ndarray, tile_cut: np.ndarray) -> _Tr
     tile = np.concatenate(first_tiles) + local
     order = np.argsort(tile, kind="stable")
     edges = np.searchsorted(tile[order], np.arange(len(tile_map) + 1))
-    return _Traced([contours[i] for i in order.tolist()], boxes[order].astype(np.float32), edges[:-1], edges[1:])
+    areas = contour_areas(points, starts).astype(np.float32)  # a translation leaves them unchanged
+    return _Traced(boxes[order].astype(np.float32), areas[order], edges[:-1], edges[1:])
 
 
 def predict_box(cam: np.ndarray | Tensor, size: tuple[int, int], threshold: float) -> np.ndarray:
