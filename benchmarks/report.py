@@ -154,13 +154,15 @@ REMEDIES = {
         "and channels-last on GPU, or torch.compile, would close it.",
     "full evaluation / forward-only images/s":
         "the per-image work the results folder needs costs more CPU than a small model's forward: decoding, the "
-        "MaxBoxAccV2 sweep (100 CAM thresholds at the default 0.01 interval, traced in one OpenCV pass per batch "
-        "over stacked masks, shared with the CAM-threshold curve and the main box), a box per map variant and per "
-        "layer count, PxAP histograms and a PNG thumbnail for every failure. The detail gives both CPU costs per "
-        "image: when the forward costs a few milliseconds (a small model), this work sets the pace on two cores "
-        "whatever overlaps what. What closes it: more cores (the scoring pool scales with --threads), "
-        "--model-threads 1 on a small model (the forward's second thread otherwise competes with the scoring), "
-        "a coarser sweep (--cam-curve-interval 0.05), fewer success thumbnails (--thumbnails 0).",
+        "MaxBoxAccV2 sweep (every contour at 100 CAM thresholds at the default 0.01 interval, traced in one OpenCV "
+        "pass per batch over stacked masks, shared with the CAM-threshold curve and the main box), a box per map "
+        "variant and per layer count, PxAP histograms and a PNG thumbnail for every failure. The detail gives both "
+        "CPU costs per image and the ceiling they allow with every usable core busy all the time: where that "
+        "ceiling is under the goal, no scheduling can meet it. Below the ceiling, the scoring threads share the "
+        "interpreter lock with the model's thread, which then runs slower than alone (the scoring workers run at "
+        "a lower priority to limit this). What closes it: more cores (the scoring pool scales with --threads, "
+        "or --pool process), a larger model (its forward outweighs the fixed per-image work), a coarser sweep "
+        "(--cam-curve-interval 0.05), fewer success thumbnails (--thumbnails 0).",
     "threshold change (no forward)":
         "the box is found on the map upsampled to the input size and the main overlay is redrawn at display size; "
         "cache the upsampled map per (class, layers, variant) so that only the contour search and the blend remain.",

@@ -343,7 +343,7 @@ def render(results: Results, command: list[str], script_command: str, figure: Pa
               row("MaxBoxAccV2 (mean)", pct(box["mean"]), ""),
               row("PxAP", pct(m["pxap"]) if m["pxap"] is not None else "no masks", ""), "",
               "The TS-CAM paper reports neither metric. MaxBoxAccV2 sweeps the CAM threshold, takes the box of "
-              "every contour and the best one per image, and keeps the best threshold for each IoU; PxAP is the "
+              "every contour (holes' borders included, as in their reference code) and the best one per image, and keeps the best threshold for each IoU; PxAP is the "
               "average precision of the map's pixels against the object masks, over thresholds.", "",
               "## Accuracy vs CAM threshold (official largest-contour box)", "",
               row("CAM threshold", *m["loc_vs_cam_threshold"]["cam_thresholds"]),

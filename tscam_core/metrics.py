@@ -13,7 +13,7 @@ so no map outlives its image.
   IoU over all GT boxes, correct at IoU >= 0.5 and the right class. Only the GT class's box can
   satisfy both, so Top-1/Top-5 Loc need just the GT-known IoU and the rank of the GT class.
 - Algorithm 1 of the appendix (``error_type``): Cls, M-Ins, Part, More, OT, mutually exclusive.
-- MaxBoxAccV2 (Choe et al., CVPR 2020): for each CAM threshold every contour's box, the best one
+- MaxBoxAccV2 (Choe et al., CVPR 2020): for each CAM threshold every contour's box (holes' borders too), the best one
   per image; the accuracy at the best threshold for each IoU threshold 0.3/0.5/0.7; their mean.
 - PxAP: average precision of the pixels of a map against a mask, from score histograms.
 
