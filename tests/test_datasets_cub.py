@@ -80,6 +80,23 @@ def test_masks_are_found_and_loaded_as_bool(tmp_path):
     assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (5, 5, 25, 15)
 
 
+def test_cub_segmentations_folder_gives_soft_masks_read_by_majority(tmp_path):
+    """CUB-200-2011's own archive: segmentations/<relpath>.png, each pixel the share of annotators."""
+    root = write_cub(tmp_path)
+    soft = np.zeros((40, 50), np.uint8)
+    soft[5:15, 5:25] = 153  # 3 of 5 annotators: object
+    soft[20:30, 5:25] = 102  # 2 of 5: not object
+    (root / "segmentations/001.Cat").mkdir(parents=True)
+    Image.fromarray(soft).save(root / "segmentations/001.Cat/b.png")
+    dataset = open_dataset(root, "test")
+    assert dataset[0].mask_path == root.resolve() / "segmentations/001.Cat/b.png" and dataset[1].mask_path is None
+    ys, xs = np.nonzero(dataset.mask(0))
+    assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (5, 5, 25, 15)
+    # masks/ comes first where both exist.
+    write_cub(root, masks=True)
+    assert open_dataset(root, "test")[0].mask_path == root.resolve() / "masks/001.Cat/b.png"
+
+
 def test_box_within_one_pixel_of_the_border_is_clipped(tmp_path):
     root = write_cub(tmp_path)
     edit_line(root / "bounding_boxes.txt", 2, "2 -0.5 5 51 10")  # image 2 is 50 wide

@@ -55,7 +55,7 @@ from tqdm import tqdm
 
 from .boxes import contour_sweeps, upsample_maps
 from .cnn_cam import CNNCAM
-from .datasets import Sample, TorchWSOL, WSOLDataset, collate, open_dataset
+from .datasets import Sample, TorchWSOL, WSOLDataset, collate, load_mask, object_pixels, open_dataset
 from .errors import DatasetError, TSCAMError
 from .explanation import (
     CAM_VARIANTS,
@@ -67,7 +67,6 @@ from .explanation import (
     select_layers,
     variants_for,
 )
-from .images import load_image
 from .loading import load_model
 from .metrics import (
     LocalizationAccumulator,
@@ -287,12 +286,12 @@ def _histograms(sample: Sample, size: tuple[int, int], cam01: np.ndarray,
     """PxAP histograms against the object mask moved into the input frame, where the dataset has masks."""
     if sample.mask_path is None:
         return None
-    mask = load_image(sample.mask_path).convert("L")
+    mask = load_mask(sample.mask_path)
     if mask.size != size:
         raise DatasetError(f"mask is {mask.size[0]}x{mask.size[1]} but its image is {size[0]}x{size[1]}",
                            str(sample.mask_path))
     moved, _ = context.preprocess.geometry(mask)
-    return score_histograms(cam01, np.asarray(moved) > 127, bins=len(context.sweep))
+    return score_histograms(cam01, object_pixels(moved), bins=len(context.sweep))
 
 
 #: Thumbnail PNG encoding: Paeth filter, zlib level 1 with the run-length strategy. Same pixels as

@@ -5,6 +5,15 @@
     loader = DataLoader(TorchWSOL(dataset, Preprocess((224, 224), (224, 224))), collate_fn=collate)
 """
 
-from .common import Sample, TorchWSOL, TrainTransform, WSOLDataset, collate, open_dataset
+from .common import (
+    Sample,
+    TorchWSOL,
+    TrainTransform,
+    WSOLDataset,
+    collate,
+    load_mask,
+    object_pixels,
+    open_dataset,
+)
 
-__all__ = ["Sample", "TorchWSOL", "TrainTransform", "WSOLDataset", "collate", "open_dataset"]
+__all__ = ["Sample", "TorchWSOL", "TrainTransform", "WSOLDataset", "collate", "load_mask", "object_pixels", "open_dataset"]

@@ -115,11 +115,26 @@ class WSOLDataset(Sequence[Sample]):
         mask_path = self.samples[index].mask_path
         if mask_path is None:
             return None
-        return np.asarray(load_image(mask_path).convert("L")) > 0
+        return object_pixels(load_mask(mask_path))
 
     def summary(self) -> str:
         text = f"{self.root} [{self.split}]: {len(self)} images, {self.num_classes} classes"
         return text + (f", {len(self.skipped)} annotations skipped" if self.skipped else "")
+
+
+#: Gray level above which a mask pixel is object: a majority, where a mask is the fraction of
+#: annotators who marked the pixel (CUB-200-2011's segmentations), and any object pixel of a 0/255 mask.
+OBJECT_LEVEL = 127
+
+
+def load_mask(path: Path) -> Image.Image:
+    """A mask file as an 8-bit gray image, with the checks of any image."""
+    return load_image(path).convert("L")
+
+
+def object_pixels(mask: Image.Image | np.ndarray) -> np.ndarray:
+    """bool H x W: the pixels of a gray mask above ``OBJECT_LEVEL``."""
+    return np.asarray(mask) > OBJECT_LEVEL
 
 
 def finish(dataset: WSOLDataset) -> WSOLDataset:

@@ -5,7 +5,9 @@
     train_test_split.txt        "id is_train"         bounding_boxes.txt   "id x y w h"
     classes.txt                 "id name"             masks/<relpath>.png  optional object masks
 
-Several ``bounding_boxes.txt`` lines for one image give several boxes.
+Several ``bounding_boxes.txt`` lines for one image give several boxes. For masks (PxAP), the
+official segmentations archive of CUB-200-2011 can be extracted as it comes, ``segmentations/
+<relpath>.png`` (each pixel the fraction of annotators who marked it); ``masks/`` comes first.
 """
 
 from __future__ import annotations
@@ -98,9 +100,17 @@ def _sample(root: Path, image_id: str, relative: str, label: int, box_rows: list
         if problem:
             problems(f"image id {image_id}: {problem}", root / "bounding_boxes.txt", box_line)
             return None
-    mask_path = (root / "masks" / relative).with_suffix(".png")
     return Sample(image_id, path, label, clip_boxes(np.stack([box for _, box in box_rows]), size),
-                  mask_path if mask_path.is_file() else None)
+                  _mask_path(root, relative))
+
+
+#: Where an image's mask is looked for, in order: this project's layout, then CUB's own archive.
+MASK_FOLDERS = ("masks", "segmentations")
+
+
+def _mask_path(root: Path, relative: str) -> Path | None:
+    candidates = ((root / folder / relative).with_suffix(".png") for folder in MASK_FOLDERS)
+    return next((candidate for candidate in candidates if candidate.is_file()), None)
 
 
 def _table(path: Path, parse: Callable[[str], T], problems: Problems, unique: bool) -> Rows[T]:
