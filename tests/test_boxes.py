@@ -130,6 +130,24 @@ def official_boxes(cam01: np.ndarray, threshold: float) -> list[tuple[int, int, 
     return [(x, y, x + w, y + h) for x, y, w, h in map(cv2.boundingRect, contours)]
 
 
+def official_box(cam01: np.ndarray, threshold: float) -> list[int]:
+    """The official TS-CAM code's box: the first of the largest RETR_TREE contours, [0, 0, 1, 1] if none."""
+    gray = (np.clip(cam01, 0, 1) * 255).astype(np.uint8)
+    _, kept = cv2.threshold(gray, int(threshold * np.max(gray)), 255, cv2.THRESH_TOZERO)
+    contours, _ = cv2.findContours(kept, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return [0, 0, 1, 1]
+    x, y, w, h = cv2.boundingRect(max(contours, key=cv2.contourArea))
+    return [x, y, x + w, y + h]
+
+
+def test_the_box_is_the_official_codes_ties_included():
+    """Noise and plateaus give many contours of equal area (single pixels: area 0): the first one wins."""
+    for cam in random_maps(60):
+        for threshold in (0.0, 0.1, 0.3, 0.5, 0.8, 0.95):
+            assert box_from_map(cam, threshold).astype(int).tolist() == official_box(cam, threshold), threshold
+
+
 def random_maps(count: int) -> list[np.ndarray]:
     """Smooth maps upsampled from token grids (as evaluated), noise, plateaus with ties, empty and constant maps."""
     rng = np.random.default_rng(0)

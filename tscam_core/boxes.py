@@ -98,11 +98,13 @@ def _rects(contours: Sequence[np.ndarray]) -> np.ndarray:
     return boxes
 
 
-def _largest_first(contours: Sequence[np.ndarray], boxes: np.ndarray) -> np.ndarray:
-    """Order by contour area, ties to the larger box, then to the first found: the official box comes first."""
-    areas = contour_areas(*_flat_points(contours)).astype(np.float32)
-    box_areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return np.lexsort((-box_areas, -areas))
+def _largest_first(contours: Sequence[np.ndarray]) -> np.ndarray:
+    """Order by contour area, ties to the first found: the official box comes first.
+
+    The official code takes ``max(contours, key=cv2.contourArea)`` over ``RETR_TREE`` contours,
+    which is the first of the largest; a stable sort keeps that one first.
+    """
+    return np.argsort(-contour_areas(*_flat_points(contours)), kind="stable")
 
 
 def _flat_points(contours: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -137,12 +139,10 @@ def box_from_map(cam01: np.ndarray, threshold: float) -> np.ndarray:
 def boxes_from_map(cam01: np.ndarray, threshold: float, min_area: float = 0.0) -> np.ndarray:
     """Every contour's box (K x 4), largest contour first, dropping boxes under ``min_area`` pixels.
 
-    The first box is the official protocol's; ties in contour area go to the larger box,
-    then to the first found, so the order is deterministic.
+    The first box is the official protocol's, ties in contour area included (see ``_largest_first``).
     """
     contours = _contours(threshold_mask(cam01, threshold))
-    boxes = _rects(contours)
-    boxes = boxes[_largest_first(contours, boxes)]
+    boxes = _rects(contours)[_largest_first(contours)]
     return boxes[(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) >= min_area]
 
 
@@ -220,7 +220,7 @@ class _Traced:
     """Contours of stacked masks: boxes (K x 4) and areas in tile order, tile t owning starts[t]:ends[t]."""
 
     boxes: np.ndarray
-    areas: np.ndarray  # float32, as ``_largest_first`` compares them
+    areas: np.ndarray
     starts: np.ndarray
     ends: np.ndarray
 
@@ -233,10 +233,8 @@ class _Traced:
         member = np.repeat(self.starts[tiles] - (np.cumsum(counts) - counts), counts)
         member += np.arange(member.size)
         group = np.repeat(np.arange(len(tiles)), counts)
-        areas = self.areas[member]
         boxes = self.boxes[member]
-        box_areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        order = np.lexsort((-box_areas, -areas, group))  # stable: ties to the first found
+        order = np.lexsort((-self.areas[member], group))  # stable: ties to the first found
         firsts = order[np.searchsorted(group[order], np.flatnonzero(counts))]
         out[np.flatnonzero(counts)] = boxes[firsts]
         return out
@@ -266,7 +264,7 @@ def _trace(grays: np.ndarray, tile_map: np.ndarray, tile_cut: np.ndarray) -> _Tr
         first_tiles.append(np.full(len(found), first))
     if not contours:
         empty = np.zeros(len(tile_map), np.int64)
-        return _Traced(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), empty, empty)
+        return _Traced(np.zeros((0, 4), np.float32), np.zeros(0), empty, empty)
     points, starts = _flat_points(contours)
     low, high = np.minimum.reduceat(points, starts), np.maximum.reduceat(points, starts)
     local = low[:, 1] // rows  # a contour lies in one tile: its top row tells which
@@ -275,7 +273,7 @@ def _trace(grays: np.ndarray, tile_map: np.ndarray, tile_cut: np.ndarray) -> _Tr
     tile = np.concatenate(first_tiles) + local
     order = np.argsort(tile, kind="stable")
     edges = np.searchsorted(tile[order], np.arange(len(tile_map) + 1))
-    areas = contour_areas(points, starts).astype(np.float32)  # a translation leaves them unchanged
+    areas = contour_areas(points, starts)  # a translation leaves them unchanged
     return _Traced(boxes[order].astype(np.float32), areas[order], edges[:-1], edges[1:])
 
 
