@@ -316,7 +316,7 @@ def plain_evaluation(model, dataset, settings: EvalSettings) -> tuple[list[dict]
             threshold_curve.add(np.array([box_iou(box_from_map(gt01, float(t)), gts).max() for t in curve]), correct_cls)
             image, sample = dataset.load(index)
             mask = preprocess.geometry(load_image(sample.mask_path).convert("L"))[0]
-            pxap.add(*score_histograms(gt01, np.asarray(mask) > 127, bins=len(sweep)))
+            pxap.add(*score_histograms(gt01, np.asarray(mask) > 127, sweep))
             row = {"iou": top1.iou, "iog": top1.iog, "iop": top1.iop, "gt_known_iou": iou,
                    "error_type": error_type(correct_cls, top1),
                    "pred_box": preprocess.boxes_to_original(pred_box, image.size)[0].tolist(),

@@ -232,24 +232,38 @@ def test_pxap_worked_example():
     cam = np.array([[0.9, 0.7, 0.5, 0.1]], np.float32)
     mask = np.array([[1, 0, 1, 0]], bool)
     pxap = PxAP(bins=10)
-    pxap.add(*score_histograms(cam, mask, bins=10))
+    pxap.add(*score_histograms(cam, mask, cam_thresholds(0.1)))
     assert pxap.result() == pytest.approx(0.5 + 1 / 3)
     # Ignoring the background pixel at 0.7 leaves a perfect ranking.
     ignoring = PxAP(bins=10)
-    ignoring.add(*score_histograms(cam, mask, bins=10, ignore=np.array([[0, 1, 0, 0]], bool)))
+    ignoring.add(*score_histograms(cam, mask, cam_thresholds(0.1), ignore=np.array([[0, 1, 0, 0]], bool)))
     assert ignoring.result() == pytest.approx(1.0)
+
+
+def test_score_bins_are_the_reference_codes_np_histogram():
+    """Choe et al. bin with np.histogram over np.arange(0, 1, 0.01) followed by 1, 2, 3; float32 scores
+    just under an edge (0.29 as float32 is 0.28999999...) stay in the bin below it."""
+    rng = np.random.default_rng(5)
+    edges = np.append(np.arange(0, 1, 0.01), [1.0, 2.0, 3.0])
+    near = np.concatenate([np.arange(100) / 100, np.nextafter(np.arange(1, 100) / 100, 0)]).astype(np.float32)
+    cam = np.concatenate([near, rng.random(3000).astype(np.float32), [1.0, 0.0]]).astype(np.float32)
+    mask = rng.random(cam.size) > 0.5
+    positive, negative = score_histograms(cam, mask)
+    np.testing.assert_array_equal(positive, np.histogram(cam[mask], bins=edges)[0][:101])
+    np.testing.assert_array_equal(negative, np.histogram(cam[~mask], bins=edges)[0][:101])
+    assert score_histograms(np.array([np.float32(0.29)]), np.array([True]))[0][28] == 1
 
 
 def test_pxap_streams_over_images_and_handles_constant_maps():
     cam = np.array([[0.9, 0.7, 0.5, 0.1]], np.float32)
     mask = np.array([[1, 0, 1, 0]], bool)
     split = PxAP(bins=10)
-    split.add(*score_histograms(cam[:, :2], mask[:, :2], bins=10))
-    split.add(*score_histograms(cam[:, 2:], mask[:, 2:], bins=10))
+    split.add(*score_histograms(cam[:, :2], mask[:, :2], cam_thresholds(0.1)))
+    split.add(*score_histograms(cam[:, 2:], mask[:, 2:], cam_thresholds(0.1)))
     assert split.result() == pytest.approx(0.5 + 1 / 3)
     # A flat map ranks nothing: one operating point, precision = object share = 3/8, recall 1.
     flat = PxAP()
-    flat.add(*score_histograms(np.zeros((2, 4)), np.array([[1, 1, 1, 0], [0, 0, 0, 0]]), bins=100))
+    flat.add(*score_histograms(np.zeros((2, 4)), np.array([[1, 1, 1, 0], [0, 0, 0, 0]])))
     assert flat.result() == pytest.approx(3 / 8)
     # A map equal to the mask (scores exactly 1 and 0) is perfect.
     perfect = PxAP()
@@ -266,7 +280,7 @@ def test_pxap_equals_average_precision_from_its_definition():
     cam = rng.integers(0, 101, (30, 30)) / 100.0
     mask = rng.random((30, 30)) < cam  # brighter pixels are more often object
     pxap = PxAP(bins=100)
-    pxap.add(*score_histograms(cam, mask, bins=100))
+    pxap.add(*score_histograms(cam, mask))
     expected, previous_recall = 0.0, 0.0
     for score in np.unique(cam)[::-1]:
         kept = cam >= score

@@ -291,7 +291,7 @@ def _histograms(sample: Sample, size: tuple[int, int], cam01: np.ndarray,
         raise DatasetError(f"mask is {mask.size[0]}x{mask.size[1]} but its image is {size[0]}x{size[1]}",
                            str(sample.mask_path))
     moved, _ = context.preprocess.geometry(mask)
-    return score_histograms(cam01, object_pixels(moved), bins=len(context.sweep))
+    return score_histograms(cam01, object_pixels(moved), context.sweep)
 
 
 #: Thumbnail PNG encoding: Paeth filter, zlib level 1 with the run-length strategy. Same pixels as

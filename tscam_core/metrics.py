@@ -19,7 +19,9 @@ so no map outlives its image.
 
 Against Choe et al.'s reference code (wsolevaluation): their boxes are inclusive (``+1`` in areas,
 ``x1`` clipped to ``width - 1``), ours half-open, so IoUs differ by a pixel's worth at box edges;
-thresholds, contours, the best box per image and the best threshold per IoU are the same.
+thresholds, contours, the best box per image and the best threshold per IoU are the same, and so
+are PxAP's score bins. The maps themselves are the TS-CAM protocol's (bilinear upsampling to the
+input, as the paper evaluates); their code upsamples its CAMs bicubically.
 """
 
 from __future__ import annotations
@@ -341,23 +343,28 @@ class MaxBoxAccV2:
         return out
 
 
-def score_histograms(cam01: np.ndarray, mask: np.ndarray, bins: int = 100,
+def score_histograms(cam01: np.ndarray, mask: np.ndarray, thresholds: Sequence[float] | None = None,
                      ignore: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Counts of object (mask) and background pixels per score bin: bin i holds scores in [i/bins, (i+1)/bins),
-    bin ``bins`` holds exactly 1. Pixels in ``ignore`` count nowhere."""
+    """Counts of object (mask) and background pixels per score bin, the bins cut at ``thresholds``
+    (default: Choe et al.'s, ``cam_thresholds(0.01)``) and at 1: bin i holds scores in
+    [thresholds[i], thresholds[i + 1]), the last bin exactly 1. Pixels in ``ignore`` count nowhere.
+
+    The bins are those of the reference code's ``np.histogram`` over the same edges, compared in
+    float64, so a float32 score just under a threshold stays in the bin below it.
+    """
     if cam01.shape != mask.shape:
         raise ValueError(f"map {cam01.shape} and mask {mask.shape} differ in size")
-    # The 1e-6 keeps a score equal to a threshold (0.29 x 100 = 28.999...) in that threshold's bin.
-    index = np.clip(np.floor(np.clip(cam01, 0.0, 1.0).astype(np.float64) * bins + 1e-6), 0, bins).astype(np.int64)
+    edges = np.append(cam_thresholds(0.01) if thresholds is None else np.asarray(thresholds, np.float64), 1.0)
+    index = np.searchsorted(edges, np.clip(cam01, 0.0, 1.0).astype(np.float64), side="right") - 1
     mask = mask.astype(bool)
     keep = np.ones_like(mask) if ignore is None else ~ignore.astype(bool)
-    positive = np.bincount(index[mask & keep], minlength=bins + 1)
-    negative = np.bincount(index[~mask & keep], minlength=bins + 1)
+    positive = np.bincount(index[mask & keep], minlength=len(edges))
+    negative = np.bincount(index[~mask & keep], minlength=len(edges))
     return positive, negative
 
 
 class PxAP:
-    """Pixel average precision over score thresholds i / bins (Choe et al.), from histograms only."""
+    """Pixel average precision over ``bins`` score thresholds (Choe et al.), from ``score_histograms`` only."""
 
     def __init__(self, bins: int = 100) -> None:
         self.bins = bins
