@@ -70,6 +70,7 @@ from .explanation import (
 )
 from .loading import load_model
 from .metrics import (
+    CAM_CURVE_INTERVAL,
     LocalizationAccumulator,
     MaxBoxAccV2,
     Overlap,
@@ -106,7 +107,7 @@ class EvalSettings:
     layers: LayerSelection = None  # blocks averaged into A* for the main setting and the variants
     variant: Variant = "tscam"
     iou_threshold: float = 0.5
-    cam_curve_interval: float = 0.01  # MaxBoxAccV2 sweep and PxAP bins (Choe et al.: 0.01)
+    cam_curve_interval: float = CAM_CURVE_INTERVAL  # MaxBoxAccV2 sweep and PxAP bins (Choe et al.'s step)
     threshold_curve_interval: float = 0.05  # accuracy vs CAM threshold (largest contour)
     batch_size: int = 32
     threads: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))  # per-image box and metric work
@@ -630,7 +631,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--variant", choices=VARIANTS + CAM_VARIANTS,
                         help="map of the main setting (default: the model's own, tscam or a CNN's cam)")
     parser.add_argument("--iou-threshold", type=float, default=0.5)
-    parser.add_argument("--cam-curve-interval", type=float, default=0.01, help="MaxBoxAccV2 / PxAP threshold step")
+    parser.add_argument("--cam-curve-interval", type=float, default=CAM_CURVE_INTERVAL,
+                        help="MaxBoxAccV2 / PxAP threshold step")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=min(8, os.cpu_count() or 1),

@@ -42,7 +42,8 @@ M_INS_IOG = 0.3
 PART_IOP = 0.5
 MORE_IOG = 0.7
 
-#: CAM thresholds of Choe et al.'s sweep (np.arange(0, 1, 0.01)) and their IoU thresholds.
+#: The step of Choe et al.'s CAM-threshold sweep (np.arange(0, 1, 0.01)), and their IoU thresholds.
+CAM_CURVE_INTERVAL = 0.01
 MAXBOXACC_IOUS: tuple[float, ...] = (0.3, 0.5, 0.7)
 #: IoU thresholds of the accuracy-vs-IoU curve (the paper's Fig. 7).
 CURVE_IOUS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
@@ -117,13 +118,20 @@ def box_iou(box: np.ndarray, gts: np.ndarray) -> np.ndarray:
 
 def box_iog(box: np.ndarray, gts: np.ndarray) -> np.ndarray:
     """Intersection over each GT box's area: (K,)."""
-    return _ratio(pairwise_intersection(as_boxes(box)[:1], gts)[0], box_area(gts))
+    return _box_overlaps(box, gts)[1]
 
 
 def box_iop(box: np.ndarray, gts: np.ndarray) -> np.ndarray:
     """Intersection over the predicted box's area, per GT box: (K,)."""
-    inter = pairwise_intersection(as_boxes(box)[:1], gts)[0]
-    return _ratio(inter, np.full_like(inter, box_area(box)[0]))
+    return _box_overlaps(box, gts)[2]
+
+
+def _box_overlaps(box: np.ndarray, gts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """IoU, IoG and IoP of ``box`` with each GT box, (K,) each, from one intersection."""
+    box, gts = as_boxes(box)[:1], as_boxes(gts)
+    inter = pairwise_intersection(box, gts)[0]
+    area, gt_areas = box_area(box)[0], box_area(gts)
+    return _ratio(inter, area + gt_areas - inter), _ratio(inter, gt_areas), _ratio(inter, np.full_like(inter, area))
 
 
 def _max(values: np.ndarray) -> float:
@@ -142,12 +150,7 @@ class Overlap:
     @classmethod
     def of(cls, box: np.ndarray, gts: np.ndarray) -> Overlap:
         """As ``box_iou``, ``box_iog`` and ``box_iop``, from one intersection."""
-        box, gts = as_boxes(box)[:1], as_boxes(gts)
-        inter = pairwise_intersection(box, gts)[0]
-        area, gt_areas = box_area(box), box_area(gts)
-        iog = _ratio(inter, gt_areas)
-        iou = _ratio(inter, area[:, None] + gt_areas[None, :] - inter[None, :])[0]
-        iop = _ratio(inter, np.full_like(inter, area[0]))
+        iou, iog, iop = _box_overlaps(box, gts)
         return cls(_max(iou), _max(iog), _max(iop), int((iog > M_INS_IOG).sum()))
 
 
@@ -346,7 +349,7 @@ class MaxBoxAccV2:
 def score_histograms(cam01: np.ndarray, mask: np.ndarray, thresholds: Sequence[float] | None = None,
                      ignore: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Counts of object (mask) and background pixels per score bin, the bins cut at ``thresholds``
-    (default: Choe et al.'s, ``cam_thresholds(0.01)``) and at 1: bin i holds scores in
+    (default: Choe et al.'s, ``cam_thresholds(CAM_CURVE_INTERVAL)``) and at 1: bin i holds scores in
     [thresholds[i], thresholds[i + 1]), the last bin exactly 1. Pixels in ``ignore`` count nowhere.
 
     The bins are those of the reference code's ``np.histogram`` over the same edges, compared in
@@ -354,7 +357,8 @@ def score_histograms(cam01: np.ndarray, mask: np.ndarray, thresholds: Sequence[f
     """
     if cam01.shape != mask.shape:
         raise ValueError(f"map {cam01.shape} and mask {mask.shape} differ in size")
-    edges = np.append(cam_thresholds(0.01) if thresholds is None else np.asarray(thresholds, np.float64), 1.0)
+    cuts = cam_thresholds(CAM_CURVE_INTERVAL) if thresholds is None else np.asarray(thresholds, np.float64)
+    edges = np.append(cuts, 1.0)
     index = np.searchsorted(edges, np.clip(cam01, 0.0, 1.0).astype(np.float64), side="right") - 1
     mask = mask.astype(bool)
     keep = np.ones_like(mask) if ignore is None else ~ignore.astype(bool)
