@@ -158,9 +158,9 @@ REMEDIES = {
         "pass per batch over stacked masks, shared with the CAM-threshold curve and the main box), a box per map "
         "variant and per layer count, PxAP histograms and a PNG thumbnail for every failure. The detail gives both "
         "CPU costs per image and the ceiling they allow with every usable core busy all the time: where that "
-        "ceiling is under the goal, no scheduling can meet it. Below the ceiling, the scoring threads share the "
-        "interpreter lock with the model's thread, which then runs slower than alone (the scoring workers run at "
-        "a lower priority to limit this). What closes it: more cores (the scoring pool scales with --threads, "
+        "ceiling is under the goal, no scheduling can meet it. The model runs as one traced graph, so it no longer "
+        "waits for the interpreter lock after every operation while the scoring threads hold it, and the scoring "
+        "workers run at a lower priority. What closes it: more cores (the scoring pool scales with --threads, "
         "or --pool process), a larger model (its forward outweighs the fixed per-image work), a coarser sweep "
         "(--cam-curve-interval 0.05), fewer success thumbnails (--thumbnails 0).",
     "threshold change (no forward)":

@@ -179,10 +179,11 @@ def contour_sweeps(cams01: np.ndarray, thresholds: Sequence[Sequence[float]],
 
     Each gray map is quantised once. Cuts between the same two gray levels that the map takes
     give the same mask, so they share one contour pass. The distinct masks of all maps are
-    stacked into one tall image with a zero row under each, and traced by one findContours
-    call (more only past ``TRACE_PIXELS``): no contour crosses a zero row and OpenCV pads the
-    image border with zeros, so each tile yields exactly its mask's own contours, in the same
-    order. Everything else is vectorised over all maps and thresholds at once.
+    stacked into one tall image, each as a band of the rows it occupies with a zero row under
+    it, and traced by one findContours call (more only past ``TRACE_PIXELS``): no contour
+    crosses a zero row and OpenCV pads the image border with zeros, so each band yields exactly
+    its mask's own contours, in the same order. Everything else is vectorised over all maps and
+    thresholds at once.
     """
     grays = quantize(cams01)
     count, height, width = grays.shape
@@ -193,9 +194,13 @@ def contour_sweeps(cams01: np.ndarray, thresholds: Sequence[Sequence[float]],
     flat = np.concatenate([np.asarray(ts, dtype=np.float64).reshape(-1) for ts in thresholds] or [np.zeros(0)])
     top = grays.reshape(count, -1).max(axis=1, initial=0).astype(np.float64)
     cuts = (flat * top[owner_map]).astype(np.int64)  # as threshold_mask: int(threshold * max), gray > cut
-    # Masks are equal where as many gray levels of the map lie at or below the cut.
-    present = np.bincount((grays.reshape(count, -1) + 256 * np.arange(count)[:, None]).ravel(),
-                          minlength=256 * count).reshape(count, 256) > 0
+    # Masks are equal where as many gray levels of the map lie at or below the cut. Only a map cut
+    # more than once can repeat a mask, so only such maps' levels are counted.
+    swept = np.flatnonzero(lengths > 1)
+    present = np.zeros((count, 256), bool)
+    present[swept] = np.bincount((grays[swept].reshape(len(swept), height * width)
+                                  + 256 * np.arange(len(swept))[:, None]).ravel(), minlength=256 * len(swept)
+                                 ).reshape(-1, 256) > 0
     levels = np.concatenate([np.zeros((count, 1), np.int64), np.cumsum(present, axis=1)], axis=1)
     keys = owner_map * 257 + levels[owner_map, np.clip(cuts, -1, 255) + 1]
     _, first, tile_of = np.unique(keys, return_index=True, return_inverse=True)
@@ -241,39 +246,53 @@ class _Traced:
 
 
 def _trace(grays: np.ndarray, tile_map: np.ndarray, tile_cut: np.ndarray) -> _Traced:
-    """Contours of the masks ``grays[tile_map[t]] > tile_cut[t]``, each in its own tile of a tall image.
+    """Contours of the masks ``grays[tile_map[t]] > tile_cut[t]``, each in its own band of a tall image.
 
-    ``tile_map`` is non-decreasing (a map's tiles are contiguous).
+    A band holds only the rows its mask occupies (a row is occupied where its highest gray level
+    is above the cut), then one zero row. The rows left out are empty, so the band's contours,
+    and their order, are those of the whole mask; the trace just scans fewer pixels (high cuts
+    leave few rows). ``tile_map`` is non-decreasing (a map's tiles are contiguous).
     """
     _, height, width = grays.shape
-    rows = height + 1
-    per_call = max(1, TRACE_PIXELS // (rows * width))
+    occupied = grays.max(axis=2)[tile_map] > tile_cut[:, None]  # tiles x height
+    filled = occupied.any(axis=1)
+    top = occupied.argmax(axis=1)
+    rows = np.where(filled, height - occupied[:, ::-1].argmax(axis=1) - top, 0)
+    bands = np.where(filled, rows + 1, 0)
+    ends = np.cumsum(bands)
+    starts = ends - bands
+    per_call = max(height + 1, TRACE_PIXELS // width)
+    flat = grays.reshape(-1, width)
+    levels = np.clip(tile_cut, 0, 255).astype(np.uint8)  # compared as uint8, which is fastest...
+    everything = tile_cut < 0  # ...and a negative cut keeps every pixel
     contours: list[np.ndarray] = []
-    first_tiles: list[np.ndarray] = []
-    for first in range(0, len(tile_map), per_call):
-        maps, cuts = tile_map[first:first + per_call], tile_cut[first:first + per_call]
-        tall = np.zeros((len(cuts), rows, width), np.uint8)
-        masks = tall[:, :height].view(bool)
-        runs = np.flatnonzero(np.diff(maps, prepend=-1, append=-1))
-        for start, end in zip(runs[:-1].tolist(), runs[1:].tolist(), strict=True):
-            np.greater(grays[maps[start]], np.clip(cuts[start:end], 0, 255).astype(np.uint8)[:, None, None],
-                       out=masks[start:end])
-        masks[cuts < 0] = True  # gray > a negative cut everywhere
-        found = cv2.findContours(tall.reshape(-1, width), CONTOUR_MODE, cv2.CHAIN_APPROX_SIMPLE)[0]
+    row_offsets: list[np.ndarray] = []  # where each contour's tall image starts among all bands
+    first = 0
+    while first < len(tile_map):  # as many bands as fit in TRACE_PIXELS, at least one
+        last = max(first + 1, int(np.searchsorted(ends, starts[first] + per_call, side="right")))
+        owner = np.repeat(np.arange(first, last), bands[first:last])  # the tile of each row
+        offset = np.arange(owner.size) + starts[first] - starts[owner]
+        separator = offset == rows[owner]
+        source = np.where(separator, 0, tile_map[owner] * height + top[owner] + offset)
+        cut = np.where(separator, 255, levels[owner])  # gray > 255 nowhere: a zero row
+        tall = np.greater(flat.take(source, axis=0), cut[:, None]).view(np.uint8)
+        tall[everything[owner] & ~separator] = 1
+        found = cv2.findContours(tall, CONTOUR_MODE, cv2.CHAIN_APPROX_SIMPLE)[0] if tall.size else ()
         contours.extend(found)
-        first_tiles.append(np.full(len(found), first))
+        row_offsets.append(np.full(len(found), starts[first]))
+        first = last
     if not contours:
         empty = np.zeros(len(tile_map), np.int64)
         return _Traced(np.zeros((0, 4), np.float32), np.zeros(0), empty, empty)
-    points, starts = _flat_points(contours)
-    low, high = np.minimum.reduceat(points, starts), np.maximum.reduceat(points, starts)
-    local = low[:, 1] // rows  # a contour lies in one tile: its top row tells which
-    offset = (local * rows)[:, None]
-    boxes = np.concatenate([low[:, :1], low[:, 1:] - offset, high[:, :1] + 1, high[:, 1:] + 1 - offset], axis=1)
-    tile = np.concatenate(first_tiles) + local
+    points, firsts = _flat_points(contours)
+    low, high = np.minimum.reduceat(points, firsts), np.maximum.reduceat(points, firsts)
+    row = low[:, 1] + np.concatenate(row_offsets)  # a contour lies in one band: its top row tells which
+    tile = np.searchsorted(starts, row, side="right") - 1  # an empty tile's band is the next one's start
+    shift = (top[tile] - starts[tile] + np.concatenate(row_offsets))[:, None]
+    boxes = np.concatenate([low[:, :1], low[:, 1:] + shift, high[:, :1] + 1, high[:, 1:] + 1 + shift], axis=1)
     order = np.argsort(tile, kind="stable")
     edges = np.searchsorted(tile[order], np.arange(len(tile_map) + 1))
-    areas = contour_areas(points, starts)  # a translation leaves them unchanged
+    areas = contour_areas(points, firsts)  # a translation leaves them unchanged
     return _Traced(boxes[order].astype(np.float32), areas[order], edges[:-1], edges[1:])
 
 

@@ -12,7 +12,8 @@ are clipped to the crop, as they would be in the official code.
 One pass yields the main setting (``variant`` / ``layers``: the paper's five accuracies, Algorithm 1,
 MaxBoxAccV2, PxAP where masks exist, the curves against the IoU and CAM thresholds), the three map
 variants and every layer count 1..L, all from the same ``Explanation``. The model runs in the main
-thread while a pool (``threads`` workers; threads by default since OpenCV releases the GIL,
+thread, as one traced graph that needs no interpreter lock while it runs (``graph.graph_explain``),
+while a pool (``threads`` workers; threads by default since OpenCV releases the GIL,
 ``pool="process"`` where Python overhead dominates; at a lower priority, so that the model is not
 kept waiting on few cores) scores slices of the batches before: all maps
 of a slice are upsampled together and all their boxes come from one stacked contour pass
@@ -68,6 +69,7 @@ from .explanation import (
     select_layers,
     variants_for,
 )
+from .graph import graph_explain
 from .loading import load_model
 from .metrics import (
     CAM_CURVE_INTERVAL,
@@ -114,6 +116,7 @@ class EvalSettings:
     pool: Literal["thread", "process"] = "thread"  # processes sidestep the GIL on many-core machines
     loader_workers: int = field(default_factory=default_loader_workers)  # 0: a decoding thread
     model_threads: int | None = None  # torch's CPU threads during the run (None: as set); see evaluate()
+    graph: bool = True  # the model as one traced graph, free of the GIL while the pool scores (tscam_core.graph)
     thumbnails: int = 16  # images sampled for success thumbnails (failures always get one)
     thumbnail_size: int = 128  # longest side at most; never larger than the model input
     limit: int | None = None
@@ -125,6 +128,7 @@ class EvalSettings:
             "iou_threshold": self.iou_threshold, "cam_curve_interval": self.cam_curve_interval,
             "threshold_curve_interval": self.threshold_curve_interval, "frame": "model_input",
             "batch_size": self.batch_size, "limit": self.limit, "threads": self.threads, "pool": self.pool,
+            "graph": self.graph,
         }
 
 
@@ -482,7 +486,9 @@ def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, setti
                 bar.update(len(scores))
 
         for batch in decoded_batches(TorchWSOL(subset, preprocess), settings, decoder):
-            explanation = model.explain(batch["image"].to(device, non_blocking=True))
+            images = batch["image"].to(device, non_blocking=True)
+            explanation = (graph_explain(model, images, settings.batch_size) if settings.graph
+                           else model.explain(images))
             jobs = make_jobs(explanation, batch, subset, context, sampled, parts=max(1, settings.threads))
             pending.append([pool.submit(score_batch, job, context) for job in jobs])
             while len(pending) > MAX_PENDING_BATCHES:
@@ -643,6 +649,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model-threads", type=int,
                         help="torch CPU threads for the model during the run (default: torch's); a small model on "
                              "few cores runs faster overall with 1, leaving the other cores to the box work")
+    parser.add_argument("--eager", action="store_true",
+                        help="run the model op by op instead of as one traced graph (same numbers, slower beside "
+                             "the scoring threads)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N images")
     parser.add_argument("--thumbnails", type=int, default=16, help="images sampled for success thumbnails")
     parser.add_argument("--on-error", default="raise", choices=("raise", "skip"), help="bad annotation lines")
@@ -653,7 +662,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cam_threshold=args.threshold, layers=args.layers, variant=args.variant or variants_for(model.depth)[0],
             iou_threshold=args.iou_threshold, cam_curve_interval=args.cam_curve_interval,
             batch_size=args.batch_size, threads=args.threads, pool=args.pool, loader_workers=args.workers,
-            model_threads=args.model_threads,
+            model_threads=args.model_threads, graph=not args.eager,
             thumbnails=args.thumbnails, limit=args.limit,
         )
         dataset = open_dataset(args.dataset, args.split, args.kind, args.on_error)
