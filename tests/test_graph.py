@@ -56,12 +56,14 @@ def test_changed_weights_are_seen_and_a_moved_model_is_traced_again():
     assert _TRACES[model] is not first and _TRACES[model].graph is not None
 
 
-def test_a_model_that_does_not_trace_runs_eagerly(monkeypatch):
+def test_a_model_that_does_not_trace_runs_eagerly_and_says_so(monkeypatch, caplog):
     def refuse(*_args, **_kwargs):
         raise RuntimeError("this torch cannot trace the model")
 
     monkeypatch.setattr(torch.jit, "trace", refuse)
     model = make_tiny_model()
     batch = images(2, 0)
-    assert_same(graph_explain(model, batch, batch_size=2), model.explain(batch))
+    with caplog.at_level("WARNING", logger="tscam_core.graph"):
+        assert_same(graph_explain(model, batch, batch_size=2), model.explain(batch))
     assert _TRACES[model].graph is None
+    assert "TSCAM cannot be traced (RuntimeError: this torch cannot trace the model)" in caplog.text

@@ -13,6 +13,7 @@ eagerly, and so does a model that cannot be traced (or a torch without ``torch.j
 
 from __future__ import annotations
 
+import logging
 import warnings
 import weakref
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from .explanation import Explanation
+
+log = logging.getLogger("tscam_core.graph")
 
 
 class _ExplainOutputs(nn.Module):
@@ -82,7 +85,9 @@ def _traced(model: nn.Module, images: Tensor) -> torch.jit.ScriptModule | None:
             warnings.simplefilter("ignore")  # its deprecation notice, and tracer notes on Python-side constants
             with torch.no_grad():
                 return trace(_ExplainOutputs(model), (images,), check_trace=False)
-    except Exception:  # noqa: BLE001 - any model that does not trace runs eagerly, as it would without this
+    except Exception as error:  # noqa: BLE001 - any model that does not trace runs eagerly, as it would without this
+        log.warning("%s cannot be traced (%s: %s); it runs op by op, with the same results, more slowly beside "
+                    "the scoring threads", type(model).__name__, type(error).__name__, error)
         return None
 
 
