@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tscam_core.evaluate import usable_cores
+
 CPU_MEMORY_METHOD = (
     "torch.profiler(profile_memory=True): every allocation and free of torch's CPU allocator during "
     "the call, summed in time order; peak = highest running total (memory allocated outside torch's "
@@ -145,11 +147,6 @@ def machine_description(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         description["gpu"] = torch.cuda.get_device_name(device)
     return description
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity), where the OS says; else all of them."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _cpu_model() -> str:

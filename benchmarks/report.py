@@ -160,9 +160,10 @@ REMEDIES = {
         "CPU costs per image and the ceiling they allow with every usable core busy all the time: where that "
         "ceiling is under the goal, no scheduling can meet it. The model runs as one traced graph, so it no longer "
         "waits for the interpreter lock after every operation while the scoring threads hold it, and the scoring "
-        "workers run at a lower priority. What closes it: more cores (the scoring pool scales with --threads, "
-        "or --pool process), a larger model (its forward outweighs the fixed per-image work), a coarser sweep "
-        "(--cam-curve-interval 0.05), fewer success thumbnails (--thumbnails 0).",
+        "workers run at a lower priority. What closes it: more cores (from 8 on, the default pool is forked "
+        "processes, which scale where threads stop: docs/scoring-pools.md), a larger model (its forward "
+        "outweighs the fixed per-image work), a coarser sweep (--cam-curve-interval 0.05), fewer success "
+        "thumbnails (--thumbnails 0). On a GPU the CPU-side scoring decides the rate (docs/scoring-pools.md).",
     "threshold change (no forward)":
         "the box is found on the map upsampled to the input size and the main overlay is redrawn at display size; "
         "cache the upsampled map per (class, layers, variant) so that only the contour search and the blend remain.",

@@ -22,9 +22,10 @@ from tscam_core import (
     localize,
     save_checkpoint,
 )
+from tscam_core import evaluate as evaluate_module
 from tscam_core.boxes import upsample_map
 from tscam_core.datasets import TorchWSOL, collate, open_dataset
-from tscam_core.evaluate import EvalSettings, evaluate, main, parse_layers
+from tscam_core.evaluate import EvalSettings, ScoringPool, evaluate, main, parse_layers
 from tscam_core.images import load_image
 from tscam_core.metrics import (
     MaxBoxAccV2,
@@ -342,11 +343,13 @@ def plain_evaluation(model, dataset, settings: EvalSettings) -> tuple[list[dict]
                  cam_threshold=0.3, layers=1, loader_workers=1),
     EvalSettings(batch_size=3, threads=1, thumbnails=6, variant="trans_cam", cam_curve_interval=0.1,
                  thumbnail_size=20, graph=False),
-], ids=["default", "layers-1-processes", "trans-cam-eager"])
+    EvalSettings(batch_size=4, threads=2, pool="process", thumbnails=3, cam_curve_interval=0.05),
+], ids=["default", "layers-1-processes", "trans-cam-eager", "process-pool"])
 def test_batched_scoring_equals_the_plain_per_image_computation(tmp_path, dataset_root, checkpoint, settings):
     """Every per-image value, the summary's sweep metrics and the thumbnails' pixels are exactly those
-    of the one-map-at-a-time protocol, whatever the batch slicing, thread count or loader, with the
-    model run as a traced graph (the default) or eagerly."""
+    of the one-map-at-a-time protocol, whatever the batch slicing, thread count, pool kind (a process
+    pool decodes the thumbnails' pictures again) or loader, with the model run as a traced graph (the
+    default) or eagerly."""
     model, dataset = load_model(checkpoint), open_dataset(dataset_root, "test")
     results = evaluate(model, dataset, tmp_path / "run", settings, progress=False)
     rows, metrics, pictures = plain_evaluation(model, dataset, settings)
@@ -361,3 +364,24 @@ def test_batched_scoring_equals_the_plain_per_image_computation(tmp_path, datase
     for image_id, path in results.thumbnails().items():
         with Image.open(path) as thumbnail:
             np.testing.assert_array_equal(np.asarray(thumbnail.convert("RGB")), pictures[image_id])
+
+
+@pytest.mark.parametrize(("cores", "platform", "expected"), [
+    (2, "linux", ScoringPool("thread", 2)),
+    (6, "linux", ScoringPool("thread", 4)),
+    (16, "linux", ScoringPool("process", 15)),
+    (16, "darwin", ScoringPool("thread", 4)),  # no fork there: spawned workers would each import torch
+])
+def test_auto_pool_is_a_few_threads_or_forked_processes_from_8_cores(monkeypatch, cores, platform, expected):
+    monkeypatch.setattr(evaluate_module, "usable_cores", lambda: cores)
+    monkeypatch.setattr(evaluate_module.sys, "platform", platform)
+    settings = EvalSettings()
+    assert settings.scoring == expected
+    assert (settings.record()["pool"], settings.record()["threads"]) == (expected.kind, expected.workers)
+    assert EvalSettings(threads=3).scoring.workers == 3
+    assert EvalSettings(pool="thread").scoring.kind == "thread"
+
+
+def test_an_unknown_pool_kind_is_named():
+    with pytest.raises(ValueError, match="pool must be 'auto', 'thread' or 'process', got 'fibers'"):
+        EvalSettings(pool="fibers")

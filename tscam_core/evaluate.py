@@ -70,6 +70,7 @@ from .explanation import (
     variants_for,
 )
 from .graph import graph_explain
+from .images import load_image
 from .loading import load_model
 from .metrics import (
     CAM_CURVE_INTERVAL,
@@ -98,7 +99,7 @@ PREFETCH_BATCHES = 2
 
 def default_loader_workers() -> int:
     """Decoding processes: one per two cores beyond the two that the model and the scoring pool keep busy."""
-    return max(0, min(4, ((os.cpu_count() or 2) - 2) // 2))
+    return max(0, min(4, (usable_cores() - 2) // 2))
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,8 @@ class EvalSettings:
     cam_curve_interval: float = CAM_CURVE_INTERVAL  # MaxBoxAccV2 sweep and PxAP bins (Choe et al.'s step)
     threshold_curve_interval: float = 0.05  # accuracy vs CAM threshold (largest contour)
     batch_size: int = 32
-    threads: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))  # per-image box and metric work
-    pool: Literal["thread", "process"] = "thread"  # processes sidestep the GIL on many-core machines
+    threads: int | None = None  # scoring workers (None: see ScoringPool.of)
+    pool: Literal["auto", "thread", "process"] = "auto"  # auto: processes from PROCESS_POOL_CORES cores on
     loader_workers: int = field(default_factory=default_loader_workers)  # 0: a decoding thread
     model_threads: int | None = None  # torch's CPU threads during the run (None: as set); see evaluate()
     graph: bool = True  # the model as one traced graph, free of the GIL while the pool scores (tscam_core.graph)
@@ -127,9 +128,54 @@ class EvalSettings:
             "cam_threshold": self.cam_threshold, "layers": _layers_record(self.layers), "variant": self.variant,
             "iou_threshold": self.iou_threshold, "cam_curve_interval": self.cam_curve_interval,
             "threshold_curve_interval": self.threshold_curve_interval, "frame": "model_input",
-            "batch_size": self.batch_size, "limit": self.limit, "threads": self.threads, "pool": self.pool,
-            "graph": self.graph,
+            "batch_size": self.batch_size, "limit": self.limit, "threads": self.scoring.workers,
+            "pool": self.scoring.kind, "graph": self.graph,
         }
+
+    def __post_init__(self) -> None:
+        ScoringPool.of(self.pool, self.threads)  # an unknown pool kind fails here, before any work
+
+    @property
+    def scoring(self) -> ScoringPool:
+        return ScoringPool.of(self.pool, self.threads)
+
+
+#: Usable cores from which ``pool="auto"`` scores in processes. Threads share the GIL, so they stop
+#: scaling after a few; processes pay a fork each and a pickled batch. On a 16-core GPU machine a
+#: fork pool scored deit_small faster than any thread pool (docs/scoring-pools.md); on 2 cores
+#: threads do as well (docs/performance.md, section 5).
+PROCESS_POOL_CORES = 8
+#: Default size of a thread pool: past this, threads mostly wait for the GIL and one another.
+THREAD_POOL_SIZE = 4
+
+
+@dataclass(frozen=True)
+class ScoringPool:
+    """The kind and size of the scoring pool that ``EvalSettings.pool`` and ``threads`` resolve to."""
+
+    kind: Literal["thread", "process"]
+    workers: int
+
+    @classmethod
+    def of(cls, pool: str, threads: int | None) -> ScoringPool:
+        cores = usable_cores()
+        if pool == "auto":
+            pool = "process" if cores >= PROCESS_POOL_CORES and _can_fork() else "thread"
+        if pool not in ("thread", "process"):
+            raise ValueError(f"pool must be 'auto', 'thread' or 'process', got {pool!r}")
+        if threads is None:  # processes: a core each but the model's; threads: a few
+            threads = max(1, cores - 1) if pool == "process" else min(THREAD_POOL_SIZE, cores)
+        return cls(pool, max(1, threads))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity), where the OS says; else all of them."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _can_fork() -> bool:
+    """Linux only: forking is what makes processes cheap to start, and elsewhere it is not safe."""
+    return sys.platform.startswith("linux")
 
 
 def _layers_record(layers: LayerSelection) -> object:
@@ -195,7 +241,7 @@ class BatchJob:
     top_classes: list[list[int]]
     top_scores: list[list[float]]
     maps: np.ndarray
-    inputs: np.ndarray  # B x 3 x H x W model input, for thumbnails
+    inputs: np.ndarray | None  # B x 3 x H x W model input for thumbnails; None: decoded again (a process pool)
     gt_boxes: list[np.ndarray]  # input frame
     sizes: list[tuple[int, int]]  # original (width, height)
     sampled: list[bool]
@@ -279,9 +325,13 @@ def score_batch(job: BatchJob, context: Context) -> list[ImageScore]:
         )
         located = score.top_classes[0] == score.gt_class and score.top1.iou >= settings.iou_threshold
         if job.sampled[i] or not located:
-            if images is None:  # back to pixels once per job, and only where a thumbnail is drawn
-                images = input_images(job.inputs, context.preprocess)
-            score.thumbnail = _thumbnail(images[i], job.samples[i].image_id, gts, maps01[i, int(own_top1[i])],
+            if job.inputs is None:  # a process pool: the file decoded again costs less than pickling every input
+                pixels = np.asarray(context.preprocess.geometry(load_image(job.samples[i].path))[0])
+            else:
+                if images is None:  # back to pixels once per job, and only where a thumbnail is drawn
+                    images = input_images(job.inputs, context.preprocess)
+                pixels = images[i]
+            score.thumbnail = _thumbnail(pixels, job.samples[i].image_id, gts, maps01[i, int(own_top1[i])],
                                          pred_box, context)
         scores.append(score)
     return scores
@@ -354,7 +404,7 @@ def make_jobs(explanation: Explanation, batch: dict, dataset: WSOLDataset, conte
         top_classes=classes_list[start:start + step],
         top_scores=scores_list[start:start + step],
         maps=maps[start:start + step],
-        inputs=batch["image"][start:start + step].numpy(),
+        inputs=batch["image"][start:start + step].numpy() if context.settings.scoring.kind == "thread" else None,
         gt_boxes=[boxes.numpy().reshape(-1, 4) for boxes in batch["boxes"][start:start + step]],
         sizes=sizes[start:start + step],
         sampled=[index in sampled for index in indices[start:start + step]],
@@ -489,7 +539,7 @@ def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, setti
             images = batch["image"].to(device, non_blocking=True)
             explanation = (graph_explain(model, images, settings.batch_size) if settings.graph
                            else model.explain(images))
-            jobs = make_jobs(explanation, batch, subset, context, sampled, parts=max(1, settings.threads))
+            jobs = make_jobs(explanation, batch, subset, context, sampled, parts=settings.scoring.workers)
             pending.append([pool.submit(score_batch, job, context) for job in jobs])
             while len(pending) > MAX_PENDING_BATCHES:
                 drain_one()
@@ -548,19 +598,23 @@ def decoded_batches(items: TorchWSOL, settings: EvalSettings, decoder: Executor)
 
 
 def make_pool(settings: EvalSettings) -> Executor:
-    """Threads by default (OpenCV releases the GIL); spawned processes when Python overhead dominates.
+    """Threads (OpenCV releases the GIL) or processes, as ``settings.scoring`` resolves.
 
+    Processes are forked on Linux, all at once before any other thread of ours starts (spawned
+    elsewhere: each then imports torch, seconds per worker). A forked worker must not reconfigure
+    OpenCV's thread pool (``cv2.setNumThreads`` hangs in a child of a process that used it).
     Either kind runs at a lower scheduling priority (Linux): on a CPU with few cores the
     scoring shares them with the model, and a model thread kept waiting slows the whole run,
     while a scoring thread kept waiting only lets its queue grow (bounded by MAX_PENDING_BATCHES).
     """
-    workers = max(1, settings.threads)
-    if settings.pool == "process":
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=yield_to_the_model)
-    if settings.pool != "thread":
-        raise ValueError(f"pool must be 'thread' or 'process', got {settings.pool!r}")
-    return ThreadPoolExecutor(workers, initializer=yield_to_the_model)
+    scoring = settings.scoring
+    if scoring.kind == "thread":
+        return ThreadPoolExecutor(scoring.workers, initializer=yield_to_the_model)
+    method = "fork" if _can_fork() else "spawn"
+    pool = ProcessPoolExecutor(scoring.workers, mp_context=multiprocessing.get_context(method),
+                               initializer=yield_to_the_model)
+    pool.submit(int).result()  # a fork pool starts every worker on its first task: now, while we are alone
+    return pool
 
 
 #: Niceness added to the scoring workers (0..19): enough that the model's thread wins a contended core.
@@ -641,9 +695,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="MaxBoxAccV2 / PxAP threshold step")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=min(8, os.cpu_count() or 1),
-                        help="workers for the per-image box work (default: cores, at most 8)")
-    parser.add_argument("--pool", default="thread", choices=("thread", "process"), help="kind of those workers")
+    parser.add_argument("--threads", type=int,
+                        help=f"workers for the per-image box work (default: {THREAD_POOL_SIZE} threads at most, "
+                             "or a process per core but one)")
+    parser.add_argument("--pool", default="auto", choices=("auto", "thread", "process"),
+                        help=f"kind of those workers (auto: processes from {PROCESS_POOL_CORES} cores on, else threads)")
     parser.add_argument("--workers", type=int, default=default_loader_workers(),
                         help="data loader processes decoding images (0: a thread of this process)")
     parser.add_argument("--model-threads", type=int,
