@@ -13,9 +13,9 @@ One pass yields the main setting (``variant`` / ``layers``: the paper's five acc
 MaxBoxAccV2, PxAP where masks exist, the curves against the IoU and CAM thresholds), the three map
 variants and every layer count 1..L, all from the same ``Explanation``. The model runs in the main
 thread, as one traced graph that needs no interpreter lock while it runs (``graph.graph_explain``),
-while a pool (``threads`` workers; threads by default since OpenCV releases the GIL,
-``pool="process"`` where Python overhead dominates; at a lower priority, so that the model is not
-kept waiting on few cores) scores slices of the batches before: all maps
+while a pool (``ScoringPool.of``: a few threads on a small machine, forked processes from
+``PROCESS_POOL_CORES`` cores on, where threads stop scaling on the GIL; at a lower priority, so
+that the model is not kept waiting on few cores) scores slices of the batches before: all maps
 of a slice are upsampled together and all their boxes come from one stacked contour pass
 (``boxes.contour_sweeps``), equal to the one-map-at-a-time protocol number for number. A thread
 decodes images ahead of the model (data-loader processes where cores are to spare,
