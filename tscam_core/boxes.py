@@ -286,9 +286,10 @@ def _trace(grays: np.ndarray, tile_map: np.ndarray, tile_cut: np.ndarray) -> _Tr
         return _Traced(np.zeros((0, 4), np.float32), np.zeros(0), empty, empty)
     points, firsts = _flat_points(contours)
     low, high = np.minimum.reduceat(points, firsts), np.maximum.reduceat(points, firsts)
-    row = low[:, 1] + np.concatenate(row_offsets)  # a contour lies in one band: its top row tells which
+    row_offset = np.concatenate(row_offsets)
+    row = low[:, 1] + row_offset  # a contour lies in one band: its top row tells which
     tile = np.searchsorted(starts, row, side="right") - 1  # an empty tile's band is the next one's start
-    shift = (top[tile] - starts[tile] + np.concatenate(row_offsets))[:, None]
+    shift = (top[tile] - starts[tile] + row_offset)[:, None]
     boxes = np.concatenate([low[:, :1], low[:, 1:] + shift, high[:, :1] + 1, high[:, 1:] + 1 + shift], axis=1)
     order = np.argsort(tile, kind="stable")
     edges = np.searchsorted(tile[order], np.arange(len(tile_map) + 1))

@@ -133,9 +133,9 @@ class EvalSettings:
         }
 
     def __post_init__(self) -> None:
-        ScoringPool.of(self.pool, self.threads)  # an unknown pool kind fails here, before any work
+        _ = self.scoring  # resolved once, now: an unknown pool kind fails here, before any work
 
-    @property
+    @cached_property
     def scoring(self) -> ScoringPool:
         return ScoringPool.of(self.pool, self.threads)
 
