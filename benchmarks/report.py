@@ -153,17 +153,17 @@ REMEDIES = {
         "goal, so the run-to-run noise of a shared CPU decides the row (rerun on an idle machine). bf16 autocast "
         "and channels-last on GPU, or torch.compile, would close it.",
     "full evaluation / forward-only images/s":
-        "the per-image work the results folder needs costs more CPU than a small model's forward: decoding, the "
-        "MaxBoxAccV2 sweep (every contour at 100 CAM thresholds at the default 0.01 interval, traced in one OpenCV "
-        "pass per batch over stacked masks, shared with the CAM-threshold curve and the main box), a box per map "
-        "variant and per layer count, PxAP histograms and a PNG thumbnail for every failure. The detail gives both "
-        "CPU costs per image and the ceiling they allow with every usable core busy all the time: where that "
-        "ceiling is under the goal, no scheduling can meet it. The model runs as one traced graph, so it no longer "
-        "waits for the interpreter lock after every operation while the scoring threads hold it, and the scoring "
-        "workers run at a lower priority. What closes it: more cores (from 8 on, the default pool is forked "
-        "processes, which scale where threads stop: docs/scoring-pools.md), a larger model (its forward "
-        "outweighs the fixed per-image work), a coarser sweep (--cam-curve-interval 0.05), fewer success "
-        "thumbnails (--thumbnails 0). On a GPU the CPU-side scoring decides the rate (docs/scoring-pools.md).",
+        "the per-image work the results folder needs costs about as much CPU as a small model's forward: "
+        "decoding, the MaxBoxAccV2 sweep (every contour's box at 100 CAM thresholds, one union-find pass per map), "
+        "a box per map variant and per layer count, PxAP histograms against a mask read from disk and a PNG "
+        "thumbnail for every failure. The detail gives both CPU costs per image and the ceiling they allow with "
+        "every usable core busy all the time: where that ceiling is under the goal, no scheduling can meet it; "
+        "near it, the run's start (the first batch decoded before the model can start) and end (the last batch "
+        "scored after it stops, the folder written) decide. What closes it: more cores (from 8 on, the default "
+        "pool is forked processes, which scale where threads stop: docs/scoring-pools.md), a larger model (its "
+        "forward outweighs the fixed per-image work), fewer success thumbnails (--thumbnails 0); rerun on an "
+        "idle machine where the ceiling is above the goal. On a GPU the CPU-side scoring decides the rate "
+        "(docs/scoring-pools.md).",
     "threshold change (no forward)":
         "the box is found on the map upsampled to the input size and the main overlay is redrawn at display size; "
         "cache the upsampled map per (class, layers, variant) so that only the contour search and the blend remain.",

@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 
+from benchmarks.evaluation_speed import images_for
 from benchmarks.explicit import explicit_explain
 from benchmarks.measure import Timings, peak_memory, time_interleaved
 from benchmarks.report import Goal, Report, Row, markdown_page
@@ -133,3 +134,12 @@ def test_quick_plan_trims_repetitions_not_what_is_measured():
     assert quick.heavy.warmup == 0 < full.heavy.warmup
     # ... yet still time every candidate at least once and evaluate at least two batches of 16.
     assert quick.precise.repeats >= 2 and quick.heavy.repeats >= 1 and quick.eval_images >= 32
+
+
+def test_section_five_runs_whole_batches_for_the_asked_forward_time():
+    """Enough batches that the pipeline's fill and drain are a small part; none asked, none added."""
+    model = tiny_subject().model
+    assert images_for(model, 4, 0.0, CPU) == 0
+    one_second = images_for(model, 4, 1.0, CPU)
+    assert one_second % 4 == 0 and one_second >= 4
+    assert images_for(model, 4, 4.0, CPU) > one_second

@@ -17,7 +17,16 @@ from tscam_core import (
     predict_box,
     upsample_map,
 )
-from tscam_core.boxes import contour_areas, contour_sweep, contour_sweeps, normalize_maps, upsample_maps
+from tscam_core.boxes import (
+    contour_areas,
+    contour_sweep,
+    contour_sweeps,
+    largest_boxes,
+    normalize_maps,
+    quantize,
+    upsample_maps,
+)
+from tscam_core.level_sets import level_set_boxes
 from tscam_core.metrics import cam_thresholds
 
 
@@ -163,6 +172,11 @@ def random_maps(count: int) -> list[np.ndarray]:
     return maps
 
 
+def same_size_maps(count: int, size: tuple[int, int]) -> np.ndarray:
+    """``random_maps`` brought to one size by nearest-neighbour resizing (noise and plateaus stay)."""
+    return np.stack([cv2.resize(cam, size[::-1], interpolation=cv2.INTER_NEAREST) for cam in random_maps(count)[:count]])
+
+
 def test_sweep_gives_every_threshold_the_boxes_of_the_one_threshold_loop():
     thresholds = cam_thresholds(0.01)
     for cam in random_maps(40):
@@ -236,7 +250,7 @@ def test_many_maps_in_one_sweep_equal_each_map_alone(monkeypatch, trace_pixels):
         cams[6] = rng.random((height, width)).astype(np.float32)  # noise: many contours per threshold
         thresholds = [grid if i % 2 == 0 else np.array([0.5, -0.2, 0.5, 1.3, 0.03, 0.0]) for i in range(len(cams))]
         largest_at = [range(len(t)) for t in thresholds]
-        sweeps = contour_sweeps(np.stack(cams), thresholds, largest_at)
+        sweeps = contour_sweeps(quantize(np.stack(cams)), thresholds, largest_at)
         assert len(sweeps) == len(cams)
         for cam, ts, sweep in zip(cams, thresholds, sweeps, strict=True):
             assert sweep.boxes.shape == (len(sweep.owner), 4) and sweep.boxes.dtype == np.float32
@@ -244,6 +258,52 @@ def test_many_maps_in_one_sweep_equal_each_map_alone(monkeypatch, trace_pixels):
                 got = sorted(map(tuple, sweep.boxes[sweep.owner == j].astype(int).tolist()))
                 assert got == sorted(official_boxes(cam, float(threshold))), (j, threshold)
                 np.testing.assert_array_equal(sweep.largest[j], box_from_map(cam, float(threshold)))
+
+
+def test_level_set_boxes_are_the_boxes_of_opencvs_contours_at_every_cut():
+    """Regions (8-connected) and holes (4-connected background away from the border, one pixel
+    wider) against OpenCV's RETR_TREE contours, mask by mask: noise (many regions, holes inside
+    holes), plateaus, rings; several maps in one call, cuts in any order, repeated, out of range."""
+    rng = np.random.default_rng(7)
+    grays = quantize(same_size_maps(48, (23, 31)))
+    ring = np.zeros((12, 12), np.uint8)
+    ring[2:10, 2:10], ring[4:8, 4:8], ring[5:7, 5:7] = 200, 0, 90  # a ring around an island
+    for stack in [ring[None], *np.split(grays, 6)]:
+        cuts = [rng.permutation(np.concatenate([rng.integers(-3, 260, 12), [0, 0, 255, -1]])) for _ in stack]
+        cuts[len(cuts) // 2] = np.zeros(0, np.int64)  # a map without cuts
+        map_of = np.repeat(np.arange(len(stack)), [len(c) for c in cuts])
+        flat = np.concatenate(cuts)
+        found, owner, regions, first = level_set_boxes(stack, map_of, flat)
+        assert found.shape == (len(owner), 4)
+        for k, (image, cut) in enumerate(zip(map_of, flat, strict=True)):
+            mask = (stack[image].astype(int) > cut).astype(np.uint8)
+            contours = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+            expected = sorted((x, y, x + w, y + h) for x, y, w, h in map(cv2.boundingRect, contours))
+            assert sorted(map(tuple, found[owner == k].tolist())) == expected, (image, cut)
+            outer = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]
+            assert regions[k] == cv2.connectedComponents(mask, connectivity=8)[0] - 1 >= len(outer)
+            if regions[k]:  # the first box is a region's (an outer contour's), not a hole's
+                two_level, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+                outer_boxes = [[x, y, x + w, y + h] for (x, y, w, h), link in zip(
+                    map(cv2.boundingRect, two_level), hierarchy[0], strict=True) if link[3] < 0]
+                assert owner[first[k]] == k and found[first[k]].tolist() in outer_boxes
+    with pytest.raises(ValueError, match="non-decreasing"):
+        level_set_boxes(np.stack([ring, ring]), np.array([1, 0]), np.array([5, 5]))
+
+
+def test_largest_boxes_are_the_official_box_of_each_map_at_its_threshold():
+    rng = np.random.default_rng(8)
+    maps = same_size_maps(40, (37, 29))
+    thresholds = rng.choice([-0.1, 0.0, 0.05, 0.1, 0.35, 0.5, 0.9, 1.0, 1.2], len(maps))
+    found = largest_boxes(quantize(maps), thresholds)
+    assert found.shape == (len(maps), 4) and found.dtype == np.float32
+    for cam, threshold, box in zip(maps, thresholds, found, strict=True):
+        np.testing.assert_array_equal(box, box_from_map(cam, float(threshold)))
+    assert largest_boxes(np.zeros((0, 5, 5), np.uint8), []).shape == (0, 4)
+    with pytest.raises(ValueError, match="uint8"):
+        largest_boxes(maps, thresholds)  # float maps: quantize them first
+    with pytest.raises(ValueError, match="uint8"):
+        contour_sweeps(maps, [[0.5]] * len(maps), [()] * len(maps))
 
 
 def test_contour_areas_equal_opencv_one_contour_at_a_time():

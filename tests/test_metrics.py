@@ -254,6 +254,25 @@ def test_score_bins_are_the_reference_codes_np_histogram():
     assert score_histograms(np.array([np.float32(0.29)]), np.array([True]))[0][28] == 1
 
 
+def test_score_bins_equal_a_sorted_search_for_any_thresholds():
+    """Uneven and coarse thresholds (the first guess of a bin is then wrong), scores outside 0..1
+    and on the edges, float64 maps, and the pixels left out by ``ignore``."""
+    rng = np.random.default_rng(6)
+    for trial in range(20):
+        cuts = np.sort(np.concatenate([[0.0], rng.random(int(rng.integers(1, 40))) ** (trial % 3 + 1)]))
+        cam = np.concatenate([rng.uniform(-0.5, 1.5, 500), cuts, np.nextafter(cuts, -1), [1.0]])
+        cam = cam.astype(np.float32 if trial % 2 else np.float64)
+        mask, ignore = rng.random(cam.size) > 0.4, rng.random(cam.size) > 0.8
+        index = np.searchsorted(np.append(cuts, 1.0), np.clip(cam, 0, 1).astype(np.float64), side="right") - 1
+        positive, negative = score_histograms(cam, mask, cuts, ignore=ignore)
+        np.testing.assert_array_equal(positive, np.bincount(index[mask & ~ignore], minlength=len(cuts) + 1))
+        np.testing.assert_array_equal(negative, np.bincount(index[~mask & ~ignore], minlength=len(cuts) + 1))
+    nan = score_histograms(np.array([np.nan, 0.5], np.float32), np.array([True, False]), [0.0, 0.5])
+    assert nan[0].tolist() == [0, 0, 1] and nan[1].tolist() == [0, 1, 0]  # NaN sorts last, as in the search
+    with pytest.raises(ValueError, match="start at 0"):
+        score_histograms(np.zeros(3), np.ones(3, bool), [0.1, 0.5])
+
+
 def test_pxap_streams_over_images_and_handles_constant_maps():
     cam = np.array([[0.9, 0.7, 0.5, 0.1]], np.float32)
     mask = np.array([[1, 0, 1, 0]], bool)

@@ -68,6 +68,20 @@ def test_to_tensor_normalises():
     torch.testing.assert_close(tensor[:, 0, 0], torch.tensor([1.0, -2.0, 128 / 255 - 0.5]))
 
 
+def test_to_tensor_gives_torchs_numbers_bit_for_bit():
+    """Computed in numpy so that decoding threads stay off torch's pool: the same float32 steps as
+    (x / 255 - mean) / std in torch, so a checkpoint sees exactly the inputs it was evaluated on."""
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        pixels = rng.integers(0, 256, (int(rng.integers(1, 40)), int(rng.integers(1, 40)), 3), dtype=np.uint8)
+        mean, std = tuple(rng.random(3)), tuple(rng.random(3) + 0.01)
+        in_torch = torch.from_numpy(pixels.astype(np.float32) / 255.0).permute(2, 0, 1)
+        in_torch = (in_torch - torch.tensor(mean, dtype=torch.float32)[:, None, None]) / torch.tensor(
+            std, dtype=torch.float32)[:, None, None]
+        got = to_tensor(Image.fromarray(pixels), mean, std)
+        assert got.dtype == torch.float32 and got.is_contiguous() and torch.equal(got, in_torch)
+
+
 @pytest.mark.parametrize(("input_size", "resize_to"), [((32, 32), (32, 32)), ((32, 48), (40, 56)), ((224, 224), (256, 256))])
 def test_preprocess_boxes_to_original_inverts_the_geometry(input_size, resize_to):
     preprocess = Preprocess(input_size=input_size, resize=resize_to)

@@ -15,9 +15,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import cv2
+import numba
 import numpy as np
 import torch
 from torch import Tensor
+
+from .level_sets import level_set_boxes
 
 #: The box the official code returns when nothing survives the threshold.
 EMPTY_BOX = np.array([0, 0, 1, 1], dtype=np.float32)
@@ -38,19 +41,10 @@ def normalize_map(cam: np.ndarray | Tensor) -> np.ndarray:
 def normalize_maps(cams: np.ndarray) -> np.ndarray:
     """``normalize_map`` of each of N maps (N x ...) at once: ``(cam - low) / (high - low)`` in float32,
     the span taken in float64 and rounded once, as Python floats would; constant or non-finite maps -> 0."""
-    cams = np.asarray(cams, dtype=np.float32)
-    if cams.size == 0:
-        return np.zeros_like(cams)
-    axes = tuple(range(1, cams.ndim))
-    low, high = cams.min(axis=axes), cams.max(axis=axes)
-    span = high.astype(np.float64) - low.astype(np.float64)
-    valid = np.isfinite(low) & np.isfinite(high) & (span > 1e-12)
-    shape = (-1,) + (1,) * len(axes)
-    low = np.where(valid, low, np.float32(0)).reshape(shape)
-    span = np.where(valid, span, 1.0).astype(np.float32).reshape(shape)
-    out = (cams - low) / span
-    out[~valid] = 0.0
-    return out
+    cams = np.array(cams, dtype=np.float32)  # a copy, normalised in place
+    if cams.size:
+        _normalize(cams.reshape(len(cams), -1), _NO_GRAYS)
+    return cams
 
 
 def upsample_map(cam: np.ndarray | Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -59,17 +53,58 @@ def upsample_map(cam: np.ndarray | Tensor, size: tuple[int, int]) -> np.ndarray:
 
 
 def upsample_maps(cams: np.ndarray | Tensor, size: tuple[int, int]) -> np.ndarray:
-    """``upsample_map`` of each of N maps (N x h x w), normalised in one step.
+    """``upsample_map`` of each of N maps (N x h x w), normalised in one step."""
+    maps = _resized(cams, size)
+    _normalize(maps.reshape(len(maps), -1), _NO_GRAYS)
+    return maps
 
-    One resize call per map: OpenCV's multi-channel resize rounds differently from the
-    one-channel one, and a map must give the same boxes in a batch as alone.
-    """
+
+def upsample_grays(cams: np.ndarray | Tensor, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``upsample_maps`` and the ``quantize`` of each map, both from one pass over the pixels."""
+    maps = _resized(cams, size)
+    grays = np.empty(maps.shape, np.uint8)
+    _normalize(maps.reshape(len(maps), -1), grays.reshape(len(maps), -1))
+    return maps, grays
+
+
+def _resized(cams: np.ndarray | Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Each map resized alone: OpenCV's multi-channel resize rounds differently from the
+    one-channel one, and a map must give the same boxes in a batch as alone."""
     height, width = (int(v) for v in size)
     cams = np.ascontiguousarray(as_numpy(cams))
     resized = np.empty((len(cams), height, width), np.float32)
     for cam, out in zip(cams, resized, strict=True):
         out[...] = cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR).reshape(height, width)
-    return normalize_maps(resized)
+    return resized
+
+
+_NO_GRAYS = np.zeros((0, 0), np.uint8)
+
+
+@numba.njit(cache=True, nogil=True)
+def _normalize(maps: np.ndarray, grays: np.ndarray) -> None:
+    """Rows of ``maps`` (N x P float32) min-max normalised in place and, where ``grays`` has rows,
+    quantised into them: the numbers of numpy's ``(cam - low) / span`` and ``quantize``, in one
+    pass per row instead of a temporary array per step (tens of MB for a batch of 224 px maps)."""
+    for i in range(maps.shape[0]):
+        row = maps[i]
+        if row.size == 0:
+            continue
+        low, high, finite = row[0], row[0], True
+        for value in row:
+            finite = finite and np.isfinite(value)
+            low, high = min(low, value), max(high, value)
+        span = np.float64(high) - np.float64(low)
+        if not (finite and span > 1e-12):
+            row[:] = 0.0
+            if grays.shape[0]:
+                grays[i] = 0
+            continue
+        span32 = np.float32(span)
+        for j in range(row.size):
+            row[j] = (row[j] - low) / span32
+            if grays.shape[0]:
+                grays[i, j] = np.uint8(min(max(row[j], np.float32(0.0)), np.float32(1.0)) * np.float32(255.0))
 
 
 def quantize(cam01: np.ndarray) -> np.ndarray:
@@ -160,64 +195,67 @@ class ContourSweep:
 
 
 def contour_sweep(cam01: np.ndarray, thresholds: Sequence[float], largest_at: Iterable[int] = ()) -> ContourSweep:
-    """``boxes_from_map`` at many thresholds for little more than the price of the contour passes.
+    """``boxes_from_map`` at many thresholds for little more than the price of one.
 
     The boxes are exactly those of ``boxes_from_map(cam01, t)`` (as a set; ``largest`` in the
     official order). See ``contour_sweeps`` for how.
     """
-    cam01 = np.asarray(cam01)
-    return contour_sweeps(cam01.reshape(1, *cam01.shape), [thresholds], [largest_at])[0]
+    return contour_sweeps(quantize(cam01)[None], [thresholds], [largest_at])[0]
 
 
-#: Mask pixels traced by one findContours call in ``contour_sweeps`` (bounds its buffer to 8 MiB).
+#: Mask pixels traced by one findContours call in ``_trace`` (bounds its buffer to 8 MiB).
 TRACE_PIXELS = 1 << 23
 
 
-def contour_sweeps(cams01: np.ndarray, thresholds: Sequence[Sequence[float]],
+def contour_sweeps(grays: np.ndarray, thresholds: Sequence[Sequence[float]],
                    largest_at: Sequence[Iterable[int]]) -> list[ContourSweep]:
-    """``contour_sweep`` of each of N same-sized maps (N x H x W), map i at ``thresholds[i]``.
+    """``contour_sweep`` of each of N same-sized gray maps (N x H x W, as ``quantize`` gives them),
+    map i at ``thresholds[i]``.
 
-    Each gray map is quantised once. Cuts between the same two gray levels that the map takes
-    give the same mask, so they share one contour pass. The distinct masks of all maps are
-    stacked into one tall image, each as a band of the rows it occupies with a zero row under
-    it, and traced by one findContours call (more only past ``TRACE_PIXELS``): no contour
-    crosses a zero row and OpenCV pads the image border with zeros, so each band yields exactly
-    its mask's own contours, in the same order. Everything else is vectorised over all maps and
-    thresholds at once.
+    Every box of every cut comes from one union-find pass per map (``level_sets.level_set_boxes``),
+    and so does the official box where the mask is one region. Where it has several, choosing
+    needs their contours' areas: those masks are traced by OpenCV, all together (``_trace``).
     """
-    grays = quantize(cams01)
-    count, height, width = grays.shape
+    count = len(_check_grays(grays))
     if len(thresholds) != count or len(largest_at) != count:
         raise ValueError(f"{count} maps need as many threshold lists and largest_at lists")
     lengths = np.array([len(ts) for ts in thresholds], np.int64)
-    owner_map = np.repeat(np.arange(count), lengths)
-    flat = np.concatenate([np.asarray(ts, dtype=np.float64).reshape(-1) for ts in thresholds] or [np.zeros(0)])
-    top = grays.reshape(count, -1).max(axis=1, initial=0).astype(np.float64)
-    cuts = (flat * top[owner_map]).astype(np.int64)  # as threshold_mask: int(threshold * max), gray > cut
-    # Masks are equal where as many gray levels of the map lie at or below the cut. Only a map cut
-    # more than once can repeat a mask, so only such maps' levels are counted.
-    swept = np.flatnonzero(lengths > 1)
-    present = np.zeros((count, 256), bool)
-    present[swept] = np.bincount((grays[swept].reshape(len(swept), height * width)
-                                  + 256 * np.arange(len(swept))[:, None]).ravel(), minlength=256 * len(swept)
-                                 ).reshape(-1, 256) > 0
-    levels = np.concatenate([np.zeros((count, 1), np.int64), np.cumsum(present, axis=1)], axis=1)
-    keys = owner_map * 257 + levels[owner_map, np.clip(cuts, -1, 255) + 1]
-    _, first, tile_of = np.unique(keys, return_index=True, return_inverse=True)
-    traced = _trace(grays, owner_map[first], cuts[first])
-    counts = traced.ends[tile_of] - traced.starts[tile_of]
-    source = np.repeat(traced.starts[tile_of] - (np.cumsum(counts) - counts), counts)
-    boxes = traced.boxes[source + np.arange(source.size)]
-    owner = np.repeat(np.arange(flat.size), counts)
     starts = np.concatenate([[0], np.cumsum(lengths)])
-    box_starts = np.concatenate([[0], np.cumsum(counts)])[starts]
-    asked = [(i, int(j)) for i, js in enumerate(largest_at) for j in js]
-    found = traced.largest(np.array([tile_of[starts[i] + j] for i, j in asked], np.int64))
-    largest: list[dict[int, np.ndarray]] = [{} for _ in range(count)]
-    for (i, j), box in zip(asked, found, strict=True):
-        largest[i][j] = box
-    return [ContourSweep(boxes[box_starts[i]:box_starts[i + 1]], owner[box_starts[i]:box_starts[i + 1]] - starts[i],
-                         largest[i]) for i in range(count)]
+    map_of = np.repeat(np.arange(count), lengths)
+    cuts = _cuts(grays, map_of, np.concatenate([np.asarray(ts, np.float64).reshape(-1) for ts in thresholds]
+                                               or [np.zeros(0)]))
+    boxes, owner, regions, first = level_set_boxes(grays, map_of, cuts)
+    asked = np.array([starts[i] + int(j) for i, js in enumerate(largest_at) for j in js], np.int64)
+    largest = np.repeat(EMPTY_BOX[None], len(asked), axis=0)
+    one, several = regions[asked] == 1, regions[asked] > 1
+    largest[one] = boxes[first[asked[one]]]
+    tiles, tile_of = np.unique(asked[several], return_inverse=True)
+    largest[several] = _trace(grays, map_of[tiles], cuts[tiles]).largest(tile_of)
+    edges = np.searchsorted(map_of[owner], np.arange(count + 1))  # a map's boxes are contiguous
+    chosen = iter(largest)
+    return [ContourSweep(boxes[edges[i]:edges[i + 1]].astype(np.float32), owner[edges[i]:edges[i + 1]] - starts[i],
+                         {int(j): next(chosen) for j in largest_at[i]}) for i in range(count)]
+
+
+def largest_boxes(grays: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """``box_from_map`` of each of N gray maps (N x H x W, as ``quantize`` gives them) at its own
+    threshold, N x 4: all masks traced by one OpenCV pass (``_trace``)."""
+    count = len(_check_grays(grays))
+    tiles = np.arange(count)
+    return _trace(grays, tiles, _cuts(grays, tiles, np.asarray(thresholds, np.float64).reshape(count))).largest(tiles)
+
+
+def _check_grays(grays: np.ndarray) -> np.ndarray:
+    if not isinstance(grays, np.ndarray) or grays.dtype != np.uint8 or grays.ndim != 3:
+        raise ValueError(f"gray maps must be an N x H x W uint8 array (boxes.quantize), got {type(grays).__name__} "
+                         f"{getattr(grays, 'dtype', '')} {getattr(grays, 'shape', '')}")
+    return grays
+
+
+def _cuts(grays: np.ndarray, map_of: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """The gray level each threshold cuts its map at, as ``threshold_mask``: kept where gray > int(t x max)."""
+    top = grays.max(axis=(1, 2), initial=0).astype(np.float64)
+    return (thresholds * top[map_of]).astype(np.int64)
 
 
 @dataclass

@@ -16,12 +16,13 @@ thread, as one traced graph that needs no interpreter lock while it runs (``grap
 while a pool (``ScoringPool.of``: a few threads on a small machine, forked processes from
 ``PROCESS_POOL_CORES`` cores on, where threads stop scaling on the GIL; at a lower priority, so
 that the model is not kept waiting on few cores) scores slices of the batches before: all maps
-of a slice are upsampled together and all their boxes come from one stacked contour pass
-(``boxes.contour_sweeps``), equal to the one-map-at-a-time protocol number for number. A thread
-decodes images ahead of the model (data-loader processes where cores are to spare,
-``loader_workers``); accumulators keep only counts and histograms, never maps. The per-image cost
-is dominated by the MaxBoxAccV2 sweep (contours at every CAM threshold) and the thumbnail of every
-failure; ``cam_curve_interval=0.05`` makes the sweep five times cheaper at a coarser threshold grid.
+of a slice are upsampled and quantised together, the MaxBoxAccV2 sweep of each GT-class map is one
+union-find pass over its pixels (``boxes.contour_sweeps``), and the other maps' boxes come from one
+stacked contour pass (``boxes.largest_boxes``), equal to the one-map-at-a-time protocol number for
+number. A thread decodes images ahead of the model (data-loader processes where cores are to spare,
+``loader_workers``); accumulators keep only counts and histograms, never maps. Besides the
+sweep, the per-image cost is mostly the thumbnail of every failure, the PxAP histograms against a
+mask read from disk, and decoding.
 
 For benchmarks and notebooks: ``evaluate(model, dataset, out, EvalSettings(...)) -> Results``.
 """
@@ -55,7 +56,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .boxes import contour_sweeps, upsample_maps
+from .boxes import contour_sweeps, largest_boxes, upsample_grays
 from .cnn_cam import CNNCAM
 from .datasets import Sample, TorchWSOL, WSOLDataset, collate, load_mask, object_pixels, open_dataset
 from .errors import DatasetError, TSCAMError
@@ -87,7 +88,7 @@ from .metrics import (
     sweeps_best_ious,
 )
 from .model import TSCAM
-from .overlay import GT_COLOR, PRED_COLOR, DrawnBox, overlay
+from .overlay import GT_COLOR, PRED_COLOR, DrawnBox, blend
 from .results import THUMBNAIL_DIR, Results, thumbnail_name, write_results
 from .transforms import Preprocess, resize
 
@@ -272,24 +273,23 @@ class ImageScore:
 def score_batch(job: BatchJob, context: Context) -> list[ImageScore]:
     """All per-image map work of a batch slice: upsampling, boxes, sweeps, histograms, thumbnails (thread-safe).
 
-    The maps are upsampled and normalised together; every box comes from one ``contour_sweeps``
-    call (per image the GT-class map at every threshold of ``context.plan``: its MaxBoxAccV2 boxes,
-    CAM-threshold curve and main box; every other map at the paper's threshold), and every IoU
-    from two vectorised steps. Each number equals the one-map-at-a-time protocol (``box_from_map``).
+    The maps are upsampled, normalised and quantised together; the boxes come from one
+    ``contour_sweeps`` call (per image the GT-class map at every threshold of ``context.plan``: its
+    MaxBoxAccV2 boxes, CAM-threshold curve and main box) and one ``largest_boxes`` call (every
+    other map at the paper's threshold), and every IoU from two vectorised steps. Each number
+    equals the one-map-at-a-time protocol (``box_from_map``).
     """
     settings, plan = context.settings, context.plan
     count, channels = job.maps.shape[:2]
-    maps01 = upsample_maps(job.maps.reshape(count * channels, *job.maps.shape[2:]), context.preprocess.input_size)
-    maps01 = maps01.reshape(count, channels, *maps01.shape[1:])
+    maps01, grays = upsample_grays(job.maps.reshape(count * channels, *job.maps.shape[2:]),
+                                   context.preprocess.input_size)
+    maps01, grays = (found.reshape(count, channels, *found.shape[1:]) for found in (maps01, grays))
     # The top-1 map needs its own box only where the top-1 class is not the GT class.
     own_top1 = [job.top_classes[i][0] != job.labels[i] for i in range(count)]
     others = [(i, c) for i in range(count) for c in range(1, channels) if c > 1 or own_top1[i]]
-    sweeps = contour_sweeps(
-        np.concatenate([maps01[:, 0], maps01[tuple(zip(*others, strict=True))] if others else maps01[:0, 0]]),
-        [plan.thresholds] * count + [[settings.cam_threshold]] * len(others),
-        [(*plan.curve, plan.main)] * count + [(0,)] * len(others),
-    )
-    boxes = {key: sweep.largest[0] for key, sweep in zip(others, sweeps[count:], strict=True)}
+    sweeps = contour_sweeps(grays[:, 0], [plan.thresholds] * count, [(*plan.curve, plan.main)] * count)
+    other_grays = grays[tuple(zip(*others, strict=True))] if others else grays[:0, 0]
+    boxes = dict(zip(others, largest_boxes(other_grays, [settings.cam_threshold] * len(others)), strict=True))
     # Per image: the curve's boxes, the main box, one per other map (channels 2...), the top-1 box.
     chosen = np.stack([np.stack([
         *(sweeps[i].largest[j] for j in plan.curve), sweeps[i].largest[plan.main],
@@ -363,13 +363,15 @@ def _thumbnail(pixels: np.ndarray, image_id: str, gt_boxes: np.ndarray, cam01: n
     Shrunk to ``thumbnail_size`` but never enlarged: an enlarged model input shows nothing more,
     and its encoding would cost several times as much (the dashboard scales pictures to fit).
     """
-    image = Image.fromarray(pixels)
-    scale = min(1.0, context.settings.thumbnail_size / max(image.size))
-    target = (max(1, round(image.height * scale)), max(1, round(image.width * scale)))
+    height, width = pixels.shape[:2]
+    scale = min(1.0, context.settings.thumbnail_size / max(height, width))
     boxes = np.concatenate([gt_boxes.reshape(-1, 4), pred_box.reshape(1, 4)])
-    small, boxes = resize(image, boxes, target)
+    if scale < 1.0:
+        target = (max(1, round(height * scale)), max(1, round(width * scale)))
+        small, boxes = resize(Image.fromarray(pixels), boxes, target)
+        pixels = np.asarray(small)
     drawn = [DrawnBox(box, GT_COLOR) for box in boxes[:-1]] + [DrawnBox(boxes[-1], PRED_COLOR)]
-    rgb = np.asarray(overlay(small, cam01, drawn))
+    rgb = blend(pixels, cam01, drawn)
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]), PNG_OPTIONS)
     if not ok:
         raise OSError(f"could not encode the thumbnail of {image_id}")
@@ -610,11 +612,20 @@ def make_pool(settings: EvalSettings) -> Executor:
     scoring = settings.scoring
     if scoring.kind == "thread":
         return ThreadPoolExecutor(scoring.workers, initializer=yield_to_the_model)
+    compile_kernels()  # once, here: forked workers inherit the machine code instead of each loading it
     method = "fork" if _can_fork() else "spawn"
     pool = ProcessPoolExecutor(scoring.workers, mp_context=multiprocessing.get_context(method),
                                initializer=yield_to_the_model)
     pool.submit(int).result()  # a fork pool starts every worker on its first task: now, while we are alone
     return pool
+
+
+def compile_kernels() -> None:
+    """Run each numba-compiled loop of the scoring once on a tiny input, so that it is compiled (or
+    loaded from numba's cache) in this process."""
+    _, grays = upsample_grays(np.eye(2, dtype=np.float32)[None], (3, 3))
+    contour_sweeps(grays, [[0.0, 0.5]], [[1]])
+    score_histograms(np.zeros(1), np.ones(1, bool))
 
 
 #: Niceness added to the scoring workers (0..19): enough that the model's thread wins a contended core.

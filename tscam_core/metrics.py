@@ -1,6 +1,6 @@
 """Weakly supervised localization metrics: the paper's, its error analysis, and Choe et al.'s stricter ones.
 
-Everything here is plain numpy on boxes ``[x0, y0, x1, y1]`` with half-open extents (area
+Everything here is numpy (one loop compiled by numba) on boxes ``[x0, y0, x1, y1]`` with half-open extents (area
 ``(x1 - x0) * (y1 - y0)``, as in ``transforms``); maps are normalised, image-sized arrays and
 become boxes only through ``tscam_core.boxes``.
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from .boxes import ContourSweep, contour_sweep
@@ -358,12 +359,38 @@ def score_histograms(cam01: np.ndarray, mask: np.ndarray, thresholds: Sequence[f
     if cam01.shape != mask.shape:
         raise ValueError(f"map {cam01.shape} and mask {mask.shape} differ in size")
     cuts = cam_thresholds(CAM_CURVE_INTERVAL) if thresholds is None else np.asarray(thresholds, np.float64)
-    edges = np.append(cuts, 1.0)
-    index = np.searchsorted(edges, np.clip(cam01, 0.0, 1.0).astype(np.float64), side="right") - 1
-    mask = mask.astype(bool)
-    keep = np.ones_like(mask) if ignore is None else ~ignore.astype(bool)
-    positive = np.bincount(index[mask & keep], minlength=len(edges))
-    negative = np.bincount(index[~mask & keep], minlength=len(edges))
+    if len(cuts) == 0 or cuts[0] > 0:
+        raise ValueError("score bins need thresholds that start at 0: a lower score would have no bin")
+    keep = np.ones(mask.shape, bool) if ignore is None else ~np.asarray(ignore, bool)
+    return _bin_counts(np.asarray(cam01, np.float64).ravel(), np.asarray(mask, bool).ravel(), keep.ravel(),
+                       np.append(cuts, 1.0))
+
+
+@numba.njit(cache=True, nogil=True)
+def _bin_counts(scores: np.ndarray, mask: np.ndarray, keep: np.ndarray,
+                edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.searchsorted(edges, clip(score, 0, 1), side="right") - 1`` for each kept pixel, counted
+    apart for mask and background: one pass, where a sorted search of every pixel cost a third of
+    a small model's per-image scoring. The first guess is exact for evenly spread edges; the two
+    loops make it exact for any."""
+    last = len(edges) - 1
+    positive, negative = np.zeros(len(edges), np.int64), np.zeros(len(edges), np.int64)
+    for i in range(scores.size):
+        if not keep[i]:
+            continue
+        score = min(max(scores[i], 0.0), 1.0)
+        if score != score:
+            index = last  # NaN sorts after every edge
+        else:
+            index = min(int(score * last), last)
+            while index > 0 and score < edges[index]:
+                index -= 1
+            while index < last and score >= edges[index + 1]:
+                index += 1
+        if mask[i]:
+            positive[index] += 1
+        else:
+            negative[index] += 1
     return positive, negative
 
 
