@@ -7,10 +7,11 @@ the same number of already-preprocessed images at the same batch size, eagerly a
 graph; the faster is the baseline, since the evaluation runs its explain pass as a traced graph
 (tscam_core.graph) and that alone must not flatter the ratio. The row's detail adds
 the CPU time per image of each (all threads, and finished child processes): on a busy machine
-the wall-clock ratio drifts with the load, the CPU cost much less. From the two CPU costs it
-also gives the ceiling of the ratio on this machine's usable cores, reached only if every core
-were busy all the time: when the ceiling is under the goal, no scheduling can meet it, only less
-work per image or more cores.
+the wall-clock ratio drifts with the load, the CPU cost much less. It also gives the ceiling of
+the ratio on this machine's usable cores: the evaluation needs at least its CPU time per image
+divided by the cores, against the baseline's wall time per image (on a CPU, its CPU time; on a
+GPU, the GPU's), reached only if every core were busy all the time: when the ceiling is under
+the goal, no scheduling can meet it, only less CPU work per image or more cores.
 """
 
 from __future__ import annotations
@@ -120,7 +121,8 @@ def evaluation_speed(model: TSCAM, label: str, batch: int, images: int, budget: 
     rate = {name: count / timings.median(name) for name in cpu}
     per_image = {name: 1e3 * statistics.median(seconds[budget.warmup:]) / count for name, seconds in cpu.items()}
     cores = usable_cores()
-    ceiling = min(1.0, cores * per_image[baseline] / per_image["evaluation"])
+    wall_per_image = 1e3 * timings.median(baseline) / count
+    ceiling = min(1.0, cores * wall_per_image / per_image["evaluation"])
     return [Row(
         5, label, batch, f"{count} images ({len(batches)} batches), {origin}", "full evaluation / forward-only images/s",
         timings.ratio(baseline, "evaluation"), goal=EVALUATION_GOAL,

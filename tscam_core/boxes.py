@@ -7,6 +7,11 @@ Boxes are ``[x0, y0, x1, y1]`` with half-open extents (see ``transforms``).
 "Every contour" means what it does in Choe et al.'s reference code (``cv2.RETR_TREE``): the outer
 border of each region, and also the border of each hole in a region and each region inside a
 hole. A hole's contour is never larger than its region's, so the largest box is the same either way.
+
+Many maps are scored at once from their quantised (gray) maps: ``upsample_grays`` normalises and
+quantises in one compiled pass, ``contour_sweeps`` gives every contour's box at many thresholds
+(``level_sets``) and ``largest_boxes`` the official box of many maps, each equal to the one-map
+functions above number for number.
 """
 
 from __future__ import annotations
@@ -286,10 +291,12 @@ class _Traced:
 def _trace(grays: np.ndarray, tile_map: np.ndarray, tile_cut: np.ndarray) -> _Traced:
     """Contours of the masks ``grays[tile_map[t]] > tile_cut[t]``, each in its own band of a tall image.
 
-    A band holds only the rows its mask occupies (a row is occupied where its highest gray level
-    is above the cut), then one zero row. The rows left out are empty, so the band's contours,
-    and their order, are those of the whole mask; the trace just scans fewer pixels (high cuts
-    leave few rows). ``tile_map`` is non-decreasing (a map's tiles are contiguous).
+    One findContours call traces all the bands (more only past ``TRACE_PIXELS``): no contour
+    crosses a zero row, and OpenCV pads the image border with zeros. A band holds only the rows
+    its mask occupies (a row is occupied where its highest gray level is above the cut), then
+    one zero row. The rows left out are empty, so the band's contours, and their order, are
+    those of the whole mask; the trace just scans fewer pixels (high cuts leave few rows).
+    ``tile_map`` is non-decreasing (a map's tiles are contiguous).
     """
     _, height, width = grays.shape
     occupied = grays.max(axis=2)[tile_map] > tile_cut[:, None]  # tiles x height

@@ -370,9 +370,8 @@ def score_histograms(cam01: np.ndarray, mask: np.ndarray, thresholds: Sequence[f
 def _bin_counts(scores: np.ndarray, mask: np.ndarray, keep: np.ndarray,
                 edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``np.searchsorted(edges, clip(score, 0, 1), side="right") - 1`` for each kept pixel, counted
-    apart for mask and background: one pass, where a sorted search of every pixel cost a third of
-    a small model's per-image scoring. The first guess is exact for evenly spread edges; the two
-    loops make it exact for any."""
+    apart for mask and background, in one pass instead of a binary search per pixel. The first
+    guess is exact for evenly spread edges; the two loops make it exact for any."""
     last = len(edges) - 1
     positive, negative = np.zeros(len(edges), np.int64), np.zeros(len(edges), np.int64)
     for i in range(scores.size):
