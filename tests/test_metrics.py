@@ -346,3 +346,41 @@ def test_sweeps_of_many_images_equal_each_image_alone():
         np.testing.assert_array_equal(row, sweep_best_ious(sweep, gt, len(thresholds)))
         np.testing.assert_array_equal(row, best_box_ious(cam, gt, thresholds))
     assert not together[2].any() and together[1].max() > 0
+
+
+def test_totals_of_disjoint_images_merge_into_the_totals_of_all():
+    """Scoring workers each keep their own totals; merged, they are the one-accumulator result."""
+    rng = np.random.default_rng(9)
+    thresholds = cam_thresholds(0.1)
+
+    def fresh() -> list:
+        return [LocalizationAccumulator(4), MaxBoxAccV2(thresholds), PxAP(bins=len(thresholds)),
+                ThresholdCurve(thresholds), Tally()]
+
+    def feed(accumulators: list, image: int) -> None:
+        local = np.random.default_rng(image)
+        gt_class, top = int(local.integers(4)), [int(c) for c in local.permutation(4)]
+        box = np.sort(local.integers(0, 20, 4)).astype(np.float32)  # x0 <= y0 <= x1 <= y1: a valid box
+        accumulators[0].add(gt_class, top, Overlap.of(box, np.array([[2, 2, 15, 15]], np.float32)),
+                            float(local.random()))
+        accumulators[1].add(local.random(len(thresholds)))
+        accumulators[2].add(*score_histograms(local.random((5, 5)), local.random((5, 5)) > 0.5, thresholds))
+        accumulators[3].add(local.random(len(thresholds)), bool(local.integers(2)))
+        accumulators[4].add(f"layers_{image % 3}", bool(local.integers(2)))
+
+    whole, first, second = fresh(), fresh(), fresh()
+    images = rng.permutation(30)
+    for image in images:
+        feed(whole, int(image))
+    for image in images[:11]:
+        feed(first, int(image))
+    for image in images[11:]:
+        feed(second, int(image))
+    for one, other in zip(first, second, strict=True):
+        one.merge(other)
+    assert [a.result() if not isinstance(a, Tally) else (a.correct, a.total) for a in first] == \
+        [a.result() if not isinstance(a, Tally) else (a.correct, a.total) for a in whole]
+    with pytest.raises(ValueError, match="other settings"):
+        MaxBoxAccV2(thresholds).merge(MaxBoxAccV2(cam_thresholds(0.05)))
+    with pytest.raises(ValueError, match="other settings"):
+        PxAP(bins=3).merge(MaxBoxAccV2(thresholds))

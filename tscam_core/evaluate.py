@@ -212,6 +212,7 @@ class Context:
     dataset_root: Path
     variants: tuple[str, ...]  # every map variant of the model, in summary order
     depth: int
+    num_classes: int
     main_layer_count: int | None = None  # k when the main map is TS-CAM over the first k blocks (reused)
 
     @cached_property
@@ -433,14 +434,24 @@ def input_images(batch: torch.Tensor | np.ndarray, preprocess: Preprocess) -> np
     return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))
 
 
+def score_job(job: BatchJob, context: Context) -> tuple[list[dict], Accumulators]:
+    """A pool job: ``score_batch``, then the slice's table rows and its own running totals.
+
+    The totals are counts, so the evaluation adds each slice's to its own (``Accumulators.merge``)
+    and the model's thread does no per-image bookkeeping.
+    """
+    totals = Accumulators(context)
+    return [totals.add(score) for score in score_batch(job, context)], totals
+
+
 class Accumulators:
     """Every running total of one evaluation; ``add`` also returns the image's table row."""
 
-    def __init__(self, num_classes: int, depth: int, context: Context) -> None:
-        self.depth = depth
+    def __init__(self, context: Context) -> None:
+        self.depth = context.depth
         self.settings = context.settings
         self.preprocess = context.preprocess
-        self.localization = LocalizationAccumulator(num_classes, self.settings.iou_threshold)
+        self.localization = LocalizationAccumulator(context.num_classes, self.settings.iou_threshold)
         self.maxboxacc = MaxBoxAccV2(context.sweep)
         self.pxap = PxAP(bins=len(context.sweep))
         self.threshold_curve = ThresholdCurve(context.curve, self.settings.iou_threshold)
@@ -471,6 +482,11 @@ class Accumulators:
                 self.tally.add(f"{name}:{criterion}", getattr(other, criterion))
         row["thumbnail"] = score.thumbnail
         return row
+
+    def merge(self, other: Accumulators) -> None:
+        """Add the totals of other images (a pool job's) to these."""
+        for name in ("localization", "maxboxacc", "pxap", "threshold_curve", "tally"):
+            getattr(self, name).merge(getattr(other, name))
 
     def _original(self, box: np.ndarray, score: ImageScore) -> list[float]:
         return self.preprocess.boxes_to_original(box, score.original_size)[0].tolist()
@@ -520,11 +536,11 @@ def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, setti
     main_layer_count = len(chosen) if settings.variant == "tscam" and chosen == list(range(len(chosen))) else None
     context = Context(settings, preprocess, cam_thresholds(settings.cam_curve_interval),
                       cam_thresholds(settings.threshold_curve_interval), out / THUMBNAIL_DIR, Path(dataset.root),
-                      variants_for(model.depth), model.depth, main_layer_count)
+                      variants_for(model.depth), model.depth, model.num_classes, main_layer_count)
     context.thumbnail_dir.mkdir(parents=True, exist_ok=True)
     sampled = set(random.Random(settings.seed).sample(range(len(subset)), min(len(subset), settings.thumbnails)))
     device = next(model.parameters()).device
-    totals = Accumulators(model.num_classes, model.depth, context)
+    totals = Accumulators(context)
     rows: list[dict] = []
     bar = tqdm(total=len(subset), unit="img", desc="evaluating", disable=not progress)
     start = time.perf_counter()
@@ -533,16 +549,17 @@ def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, setti
 
         def drain_one() -> None:
             for future in pending.popleft():
-                scores = future.result()
-                rows.extend(totals.add(score) for score in scores)
-                bar.update(len(scores))
+                scored, job_totals = future.result()
+                rows.extend(scored)
+                totals.merge(job_totals)
+                bar.update(len(scored))
 
         for batch in decoded_batches(TorchWSOL(subset, preprocess), settings, decoder):
             images = batch["image"].to(device, non_blocking=True)
             explanation = (graph_explain(model, images, settings.batch_size) if settings.graph
                            else model.explain(images))
             jobs = make_jobs(explanation, batch, subset, context, sampled, parts=settings.scoring.workers)
-            pending.append([pool.submit(score_batch, job, context) for job in jobs])
+            pending.append([pool.submit(score_job, job, context) for job in jobs])
             while len(pending) > MAX_PENDING_BATCHES:
                 drain_one()
         while pending:

@@ -194,8 +194,30 @@ def hits(top_classes: Sequence[int], gt_class: int, gt_known_iou: float, iou_thr
     return Hits(top1, top5, top1 and located, top5 and located, located)
 
 
-class Tally:
+class Counts:
+    """An accumulator whose state is counts (named in ``COUNTS``): two of them, fed disjoint images,
+    add up to the one that saw both, so scoring workers can each keep their own (``merge``)."""
+
+    COUNTS: tuple[str, ...] = ()
+
+    def merge(self, other: Counts) -> None:
+        settings = [name for name in vars(self) if name not in self.COUNTS]
+        if type(other) is not type(self) or not all(
+                np.array_equal(getattr(self, name), getattr(other, name)) for name in settings):
+            raise ValueError(f"cannot merge {type(other).__name__} into {type(self).__name__} with other settings")
+        for name in self.COUNTS:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if isinstance(mine, dict):
+                for key, value in theirs.items():
+                    mine[key] = mine.get(key, 0) + value
+            else:
+                setattr(self, name, mine + theirs)
+
+
+class Tally(Counts):
     """Named yes/no counts (e.g. one per variant or layer count): fractions of the images seen."""
+
+    COUNTS = ("correct", "total")
 
     def __init__(self) -> None:
         self.correct: dict[str, int] = {}
@@ -210,8 +232,11 @@ class Tally:
         return self.correct[name] / total if total else None
 
 
-class LocalizationAccumulator:
+class LocalizationAccumulator(Counts):
     """The paper's accuracies, Algorithm 1's error fractions, per-class figures and Fig. 7's curve."""
+
+    COUNTS = ("count", "sums", "errors", "curve_gt_known", "curve_top1", "class_count", "class_gt_known",
+              "class_top1_cls")
 
     def __init__(self, num_classes: int, iou_threshold: float = 0.5, curve_ious: Sequence[float] = CURVE_IOUS) -> None:
         self.iou_threshold = iou_threshold
@@ -301,8 +326,10 @@ def _row_max(matrix: np.ndarray) -> np.ndarray:
     return matrix.max(axis=1) if matrix.shape[1] else np.zeros(matrix.shape[0])
 
 
-class ThresholdCurve:
+class ThresholdCurve(Counts):
     """GT-known and Top-1 localization at each CAM threshold, from ``largest_box_ious``."""
+
+    COUNTS = ("count", "gt_known", "top1")
 
     def __init__(self, thresholds: Sequence[float], iou_threshold: float = 0.5) -> None:
         self.thresholds = np.asarray(thresholds, dtype=np.float64)
@@ -323,8 +350,10 @@ class ThresholdCurve:
                 "top1": (self.top1 / n).tolist()}
 
 
-class MaxBoxAccV2:
+class MaxBoxAccV2(Counts):
     """Choe et al.'s MaxBoxAccV2 from per-threshold counts of images with a box at IoU >= delta."""
+
+    COUNTS = ("count", "correct")
 
     def __init__(self, thresholds: Sequence[float], iou_thresholds: Sequence[float] = MAXBOXACC_IOUS) -> None:
         self.thresholds = np.asarray(thresholds, dtype=np.float64)
@@ -393,8 +422,10 @@ def _bin_counts(scores: np.ndarray, mask: np.ndarray, keep: np.ndarray,
     return positive, negative
 
 
-class PxAP:
+class PxAP(Counts):
     """Pixel average precision over ``bins`` score thresholds (Choe et al.), from ``score_histograms`` only."""
+
+    COUNTS = ("positive", "negative", "count")
 
     def __init__(self, bins: int = 100) -> None:
         self.bins = bins
