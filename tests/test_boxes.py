@@ -54,6 +54,10 @@ def test_empty_map_gives_the_official_placeholder_box():
     np.testing.assert_array_equal(box_from_map(blank(), 0.1), [0, 0, 1, 1])
     np.testing.assert_array_equal(predict_box(np.full((4, 4), 7.0), (30, 30), 0.1), [0, 0, 1, 1])
     assert boxes_from_map(blank(), 0.1).shape == (0, 4)
+    for shape in ((0, 5), (5, 0)):  # no pixels at all: no contour at any threshold
+        sweep = contour_sweep(np.zeros(shape, np.float32), [0.0, 0.5], largest_at=[0, 1])
+        assert sweep.boxes.shape == (0, 4) and all(box.tolist() == [0, 0, 1, 1] for box in sweep.largest.values())
+        assert normalize_maps(np.zeros((2, *shape))).shape == (2, *shape)
 
 
 def test_regions_touching_the_border():

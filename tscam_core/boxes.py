@@ -47,8 +47,7 @@ def normalize_maps(cams: np.ndarray) -> np.ndarray:
     """``normalize_map`` of each of N maps (N x ...) at once: ``(cam - low) / (high - low)`` in float32,
     the span taken in float64 and rounded once, as Python floats would; constant or non-finite maps -> 0."""
     cams = np.array(cams, dtype=np.float32)  # a copy, normalised in place
-    if cams.size:
-        _normalize(cams.reshape(len(cams), -1), _NO_GRAYS)
+    _normalize(_rows(cams), _NO_GRAYS)
     return cams
 
 
@@ -60,7 +59,7 @@ def upsample_map(cam: np.ndarray | Tensor, size: tuple[int, int]) -> np.ndarray:
 def upsample_maps(cams: np.ndarray | Tensor, size: tuple[int, int]) -> np.ndarray:
     """``upsample_map`` of each of N maps (N x h x w), normalised in one step."""
     maps = _resized(cams, size)
-    _normalize(maps.reshape(len(maps), -1), _NO_GRAYS)
+    _normalize(_rows(maps), _NO_GRAYS)
     return maps
 
 
@@ -68,7 +67,7 @@ def upsample_grays(cams: np.ndarray | Tensor, size: tuple[int, int]) -> tuple[np
     """``upsample_maps`` and the ``quantize`` of each map, both from one pass over the pixels."""
     maps = _resized(cams, size)
     grays = np.empty(maps.shape, np.uint8)
-    _normalize(maps.reshape(len(maps), -1), grays.reshape(len(maps), -1))
+    _normalize(_rows(maps), _rows(grays))
     return maps, grays
 
 
@@ -84,6 +83,11 @@ def _resized(cams: np.ndarray | Tensor, size: tuple[int, int]) -> np.ndarray:
 
 
 _NO_GRAYS = np.zeros((0, 0), np.uint8)
+
+
+def _rows(maps: np.ndarray) -> np.ndarray:
+    """N x ... as N x P (a view): one row of pixels per map, also where N or P is 0."""
+    return maps.reshape(len(maps), int(np.prod(maps.shape[1:])))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -299,6 +303,8 @@ def _trace(grays: np.ndarray, tile_map: np.ndarray, tile_cut: np.ndarray) -> _Tr
     ``tile_map`` is non-decreasing (a map's tiles are contiguous).
     """
     _, height, width = grays.shape
+    if grays.size == 0:  # a map without pixels has no contour
+        return _Traced(np.zeros((0, 4), np.float32), np.zeros(0), *np.zeros((2, len(tile_map)), np.int64))
     occupied = grays.max(axis=2)[tile_map] > tile_cut[:, None]  # tiles x height
     filled = occupied.any(axis=1)
     top = occupied.argmax(axis=1)
@@ -327,8 +333,7 @@ def _trace(grays: np.ndarray, tile_map: np.ndarray, tile_cut: np.ndarray) -> _Tr
         row_offsets.append(np.full(len(found), starts[first]))
         first = last
     if not contours:
-        empty = np.zeros(len(tile_map), np.int64)
-        return _Traced(np.zeros((0, 4), np.float32), np.zeros(0), empty, empty)
+        return _Traced(np.zeros((0, 4), np.float32), np.zeros(0), *np.zeros((2, len(tile_map)), np.int64))
     points, firsts = _flat_points(contours)
     low, high = np.minimum.reduceat(points, firsts), np.maximum.reduceat(points, firsts)
     row_offset = np.concatenate(row_offsets)
