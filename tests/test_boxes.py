@@ -326,3 +326,27 @@ def test_contour_areas_equal_opencv_one_contour_at_a_time():
         got = contour_areas(points, np.cumsum(lengths) - lengths)
         np.testing.assert_array_equal(got, [cv2.contourArea(c) for c in contours])
     assert contour_areas(np.zeros((0, 2), np.int64), np.zeros(0, np.int64)).shape == (0,)
+
+
+def test_loops_compile_without_a_writable_cache(monkeypatch):
+    """A read-only install run without a home: numba refuses ``cache=True`` at decoration time;
+    the loop is then compiled in the process (still nogil) instead of failing the import."""
+    import numba
+
+    from tscam_core.compiled import compiled
+
+    real = numba.njit
+
+    def no_cache_location(*args, **kwargs):
+        if kwargs.get("cache"):
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'f.py'")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(numba, "njit", no_cache_location)
+
+    def twice(values: np.ndarray) -> np.ndarray:
+        return values * 2
+
+    doubled = compiled(twice)
+    np.testing.assert_array_equal(doubled(np.arange(3)), [0, 2, 4])
+    assert doubled.targetoptions.get("nogil")

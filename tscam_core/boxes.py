@@ -20,11 +20,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import cv2
-import numba
 import numpy as np
 import torch
 from torch import Tensor
 
+from .compiled import compiled
 from .level_sets import level_set_boxes
 
 #: The box the official code returns when nothing survives the threshold.
@@ -90,7 +90,7 @@ def _rows(maps: np.ndarray) -> np.ndarray:
     return maps.reshape(len(maps), int(np.prod(maps.shape[1:])))
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _normalize(maps: np.ndarray, grays: np.ndarray) -> None:
     """Rows of ``maps`` (N x P float32) min-max normalised in place and, where ``grays`` has rows,
     quantised into them: the numbers of numpy's ``(cam - low) / span`` and ``quantize``, in one

@@ -9,14 +9,15 @@ cut falls (and background regions as it rises), so adding the pixels in gray ord
 union-find that keeps each region's box yields the regions of every cut in one pass.
 ``tests/test_boxes.py`` checks the result against OpenCV's contours, threshold by threshold.
 
-The loops are compiled by numba (``nogil``: scoring threads run them side by side); the first
-call in a process compiles them, or loads them from numba's on-disk cache.
+The loops are compiled by numba (``compiled``): the first call in a process compiles them, or
+loads them from numba's on-disk cache.
 """
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+from .compiled import compiled
 
 #: The 8 neighbours (dy, dx) of the regions of a mask; the first 4 are the 4 of background regions.
 _NEIGHBOURS = np.array([[-1, 0], [1, 0], [0, -1], [0, 1], [-1, -1], [-1, 1], [1, -1], [1, 1]], np.int64)
@@ -40,7 +41,7 @@ def level_set_boxes(grays: np.ndarray, map_of: np.ndarray, cuts: np.ndarray
     return _sweep(grays, starts, cuts, by_cut, _NEIGHBOURS)
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _find(parent: np.ndarray, pixel: int) -> int:
     root = pixel
     while parent[root] != root:
@@ -50,7 +51,7 @@ def _find(parent: np.ndarray, pixel: int) -> int:
     return root
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _grown(boxes: np.ndarray, owner: np.ndarray, needed: int) -> tuple[np.ndarray, np.ndarray]:
     if needed <= len(owner):
         return boxes, owner
@@ -60,7 +61,7 @@ def _grown(boxes: np.ndarray, owner: np.ndarray, needed: int) -> tuple[np.ndarra
     return more_boxes, more_owner
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _gray_order(gray: np.ndarray, stride: int, order: np.ndarray) -> None:
     """The pixels (as cells of the framed grid) darkest first, by a counting sort over the 256 levels."""
     height, width = gray.shape
@@ -75,7 +76,7 @@ def _gray_order(gray: np.ndarray, stride: int, order: np.ndarray) -> None:
             histogram[gray[y, x]] += 1
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _sweep(grays: np.ndarray, starts: np.ndarray, cuts: np.ndarray, by_cut: np.ndarray, neighbours: np.ndarray
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``level_set_boxes``: map i's cuts are ``by_cut[starts[i]:starts[i + 1]]``, lowest cut first.

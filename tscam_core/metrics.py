@@ -29,10 +29,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from .boxes import ContourSweep, contour_sweep
+from .compiled import compiled
 
 #: Algorithm 1's error types, in the order they are tested; "correct" is Top-1 localization.
 ERROR_TYPES: tuple[str, ...] = ("cls", "m_ins", "part", "more", "ot")
@@ -395,7 +395,7 @@ def score_histograms(cam01: np.ndarray, mask: np.ndarray, thresholds: Sequence[f
                        np.append(cuts, 1.0))
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _bin_counts(scores: np.ndarray, mask: np.ndarray, keep: np.ndarray,
                 edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``np.searchsorted(edges, clip(score, 0, 1), side="right") - 1`` for each kept pixel, counted
