@@ -24,6 +24,7 @@ from tscam_core.boxes import (
     largest_boxes,
     normalize_maps,
     quantize,
+    upsample_grays,
     upsample_maps,
 )
 from tscam_core.level_sets import level_set_boxes
@@ -233,6 +234,9 @@ def test_batched_upsampling_is_bit_for_bit_the_one_map_computation():
         np.testing.assert_array_equal(got, expected)
         np.testing.assert_array_equal(upsample_map(cams[0], size), expected[0])
         np.testing.assert_array_equal(normalize_maps(cams), np.stack([normalize_map(cam) for cam in cams]))
+        maps01, grays = upsample_grays(cams, size)  # the compiled pass quantises as ``quantize`` does
+        np.testing.assert_array_equal(maps01, expected)
+        np.testing.assert_array_equal(grays, quantize(expected))
         assert not got[1].any() and got[0].max() in (0.0, 1.0)  # a one-pixel target is constant: 0
 
 

@@ -305,7 +305,8 @@ def _trace(grays: np.ndarray, tile_map: np.ndarray, tile_cut: np.ndarray) -> _Tr
     _, height, width = grays.shape
     if grays.size == 0:  # a map without pixels has no contour
         return _Traced(np.zeros((0, 4), np.float32), np.zeros(0), *np.zeros((2, len(tile_map)), np.int64))
-    occupied = grays.max(axis=2)[tile_map] > tile_cut[:, None]  # tiles x height
+    traced, tile_rows = np.unique(tile_map, return_inverse=True)  # only the maps with a tile
+    occupied = grays[traced].max(axis=2)[tile_rows] > tile_cut[:, None]  # tiles x height
     filled = occupied.any(axis=1)
     top = occupied.argmax(axis=1)
     rows = np.where(filled, height - occupied[:, ::-1].argmax(axis=1) - top, 0)
