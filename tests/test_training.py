@@ -9,7 +9,7 @@ import pytest
 import timm
 import torch
 
-from tests.training_support import FIXTURE, make_dataset, tiny_config, weights
+from tests.training_support import FIXTURE, cli_args, make_dataset, tiny_config, weights
 from train.run import build_parser, main
 from tscam_core.checkpoint import read_checkpoint
 from tscam_core.recipes import PRESETS, TrainConfig, preset_config
@@ -160,6 +160,21 @@ def test_offline_imagenet_weights_say_how_to_continue(dataset, tmp_path, monkeyp
     missing = main(["--preset", "cub", "--data", str(dataset), "--pretrained-file", str(tmp_path / "deit.pth"),
                     "--output", str(tmp_path)])
     assert missing == 2 and "deit.pth" in capsys.readouterr().err
+
+
+def test_pretrained_weights_of_another_width_or_truncated_are_named(tmp_path, capsys):
+    data = make_dataset(tmp_path / "fashion")
+    wide = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, embed_dim=64, num_heads=4)
+    other = tmp_path / "vit64.pth"
+    torch.save(wide.state_dict(), other)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(other.read_bytes()[:5000])
+    for path in (other, truncated):
+        config = tiny_config(data, tmp_path / "runs", path.stem, pretrained_file=str(path))
+        assert main(cli_args(config)) == 2
+        err = capsys.readouterr().err
+        assert str(path) in err and "--pretrained-file" in err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_run_folder_is_never_overwritten(dataset, uninterrupted, capsys):

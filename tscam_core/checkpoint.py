@@ -108,6 +108,13 @@ def check_family(info: ModelInfo, wanted: Family | None, source: str) -> None:
                               f"but a {FAMILY_LABELS[wanted]} model is needed here")
 
 
+def default_file_mode(path: str | Path) -> None:
+    """Give a ``mkstemp`` file (always 0600) the mode a plain ``open`` would: 0666 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def save_checkpoint(model: TSCAM | CNNCAM, info: ModelInfo, path: str | Path) -> Path:
     """Write weights and metadata to ``path`` atomically: a crash leaves the old file intact."""
     if family_of(model) != info.family:
@@ -120,6 +127,7 @@ def save_checkpoint(model: TSCAM | CNNCAM, info: ModelInfo, path: str | Path) ->
     os.close(handle)
     try:
         save_file(tensors, temporary, metadata={METADATA_KEY: info.to_json()})
+        default_file_mode(temporary)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

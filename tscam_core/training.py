@@ -35,7 +35,16 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from .boxes import box_from_map, upsample_map
-from .checkpoint import FAMILY_LABELS, ModelInfo, read_checkpoint, read_torch_file, save_checkpoint
+from .checkpoint import (
+    FAMILY_LABELS,
+    ModelInfo,
+    default_file_mode,
+    error_summary,
+    load_state,
+    read_checkpoint,
+    read_torch_file,
+    save_checkpoint,
+)
 from .cnn_cam import CNNCAM, create_cnn_cam
 from .datasets import TorchWSOL, TrainTransform, WSOLDataset, collate, open_dataset
 from .errors import CheckpointError, DatasetError
@@ -52,6 +61,8 @@ from .transforms import Preprocess
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+#: Files of trained work: a folder holding any of them is never trained over from scratch.
+WORK_FILES = ("last.safetensors", "best.safetensors", METRICS_FILE)
 
 
 # ---------------------------------------------------------------- one step
@@ -218,6 +229,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     os.close(handle)
     try:
         torch.save(obj, temporary)
+        default_file_mode(temporary)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
@@ -228,6 +240,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(handle, "w") as out:
         out.write(text)
+    default_file_mode(temporary)
     os.replace(temporary, path)
 
 
@@ -413,7 +426,12 @@ def build_model(config: TrainConfig, num_classes: int) -> TSCAM | CNNCAM:
         path = Path(config.pretrained_file)
         if not path.is_file():
             raise CheckpointError(f"{path}: --pretrained-file does not exist")
-        return create(config.arch, num_classes, pretrained_file=str(path), **kwargs)
+        try:
+            return create(config.arch, num_classes, pretrained_file=str(path), **kwargs)
+        except (OSError, RuntimeError) as error:
+            raise CheckpointError(
+                f"{path}: --pretrained-file cannot be loaded as the weights of --arch {config.arch} with these "
+                f"options ({type(error).__name__}: {error_summary(error)})") from error
     try:
         return create(config.arch, num_classes, pretrained=config.pretrained, **kwargs)
     except (OSError, RuntimeError) as error:
@@ -556,10 +574,11 @@ class Trainer:
             atomic_torch_save(state, self.run_dir / STATE_FILE)
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        load_state(self.model, state["model"], f"{self.run_dir / STATE_FILE} (the resume state)")
         self._enter_stage(self._stage_of(int(state["epoch"])))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self._apply_hyperparameters()
         if self.scaler is not None and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         rngs = state["rng"]
@@ -570,6 +589,16 @@ class Trainer:
         self.best_score = float(state["best_score"])
         self.epoch_sums = state["epoch_sums"].tolist()
 
+    def _apply_hyperparameters(self) -> None:
+        """The config's AdamW settings and peak rate over those of a loaded state, so that options given
+        with --resume take effect as config.json records them (with none given, nothing changes)."""
+        config, peak = self.config, self.stages[self.stage].lr
+        rate = peak * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        for group, decay in zip(self.optimizer.param_groups, (config.weight_decay, 0.0), strict=True):
+            group.update(weight_decay=decay, betas=(config.beta1, config.beta2), eps=config.eps, initial_lr=peak,
+                         lr=rate)
+        self.scheduler.base_lrs = [peak] * len(self.optimizer.param_groups)
+
     def _log(self, record: dict[str, Any]) -> None:
         if self.runtime.main:
             with (self.run_dir / METRICS_FILE).open("a") as out:
@@ -579,9 +608,19 @@ class Trainer:
         """Forget log lines written after the state being resumed (a kill between log and state)."""
         path = self.run_dir / METRICS_FILE
         if self.runtime.main and path.exists():
-            lines = [line for line in path.read_text().splitlines()
-                     if line.strip() and json.loads(line).get("step", 0) <= self.global_step]
-            atomic_write_text(path, "".join(line + "\n" for line in lines))
+            lines = [line for line in path.read_text().splitlines() if line.strip()]
+            kept = []
+            for number, line in enumerate(lines, 1):
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    if number == len(lines):  # the last line, cut short by a kill or a full disk: not a record
+                        break
+                    raise CheckpointError(f"{path}:{number}: not a JSON record ({error}); fix or delete "
+                                          "that line to resume") from error
+                if record.get("step", 0) <= self.global_step:
+                    kept.append(line)
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     # -- loop
 
@@ -708,7 +747,7 @@ class Trainer:
                 continue
             info, state = read_checkpoint(path)
             model = build_model(dataclasses.replace(config, pretrained=False, pretrained_file=""), self.num_classes)
-            model.load_state_dict(state)
+            load_state(model, state, str(path))
             model.to(self.runtime.device).eval()
             validated = validate(model, loader, config.thresholds(), config.threshold, self.amp)
             if chosen is None or validated["top1_loc_best"] > chosen[2]["top1_loc_best"]:
@@ -787,20 +826,28 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> Path:
             run_dir = run_dir.parent
         if (run_dir / STATE_FILE).exists():
             state = load_state_file(run_dir / STATE_FILE)
+        else:
+            work = [name for name in WORK_FILES if (run_dir / name).is_file() and (run_dir / name).stat().st_size]
+            if work:
+                raise CheckpointError(f"{run_dir} holds {', '.join(work)} but no {STATE_FILE}, so it cannot be "
+                                      "continued; resuming would restart it from scratch over them. "
+                                      "Start a new run with another --name")
         if runtime.main:
             for leftover in run_dir.glob(".*.tmp"):  # a write cut short by a kill; the renamed files are intact
                 leftover.unlink()
     else:
         run_dir = prepare_run_dir(config)
-        if (run_dir / STATE_FILE).exists() and runtime.main:
-            raise ValueError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or pick --name")
+        held = [name for name in (STATE_FILE, CONFIG_FILE, *WORK_FILES) if (run_dir / name).exists()]
+        if held and runtime.main:
+            raise ValueError(f"{run_dir} already holds a run ({', '.join(held)}); resume it with --resume {run_dir} "
+                             "or pick --name")
     ensure_data(config, runtime.main)
     trainer = Trainer(config, run_dir, runtime)  # bad data or weights fail here, before any folder exists
+    if state is not None:
+        trainer.load_state(state)  # a state that does not fit the config fails here, before config.json changes
     if runtime.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
-    if state is not None:
-        trainer.load_state(state)
     with Interrupt() as interrupt:
         trainer.fit(interrupt)
         if trainer.epoch >= trainer.total_epochs:
@@ -818,7 +865,12 @@ def resume_config(resume: str | Path) -> TrainConfig:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{run_dir}: no config.json here, so not a run folder to resume")
-    return TrainConfig.from_dict(json.loads(path.read_text()))
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text()))
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: not valid JSON ({error})") from error
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: not a training config ({error})") from error
 
 
 __all__ = [
