@@ -38,9 +38,10 @@ EXAMPLES_DIR = HERE / "examples"
 
 # Serving limits (docs/demo.md explains each).
 QUEUE_SIZE = 64  # events waiting at once; more are refused with "queue full"
-CONCURRENCY = (
-    2  # events run in parallel (2 CPU cores on a free Space); forward passes take turns (Explorer's lock)
-)
+CONCURRENCY = 2  # events run at once, all listeners together (2 CPU cores on a free Space)
+# Every listener joins this one concurrency group: by default Gradio gives each listener its own,
+# so four listeners would run up to 4 x CONCURRENCY events at once.
+CONCURRENCY_GROUP = "explorer"
 MAX_UPLOAD = "25mb"
 SESSION_CAPACITY = 200  # sessions whose cached explanation stays in memory
 STATE_TTL_S = 3600
@@ -324,6 +325,7 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
             [image_input, *controls],
             [state, class_choice, top5, *views, status],
             api_name="analyze",
+            concurrency_id=CONCURRENCY_GROUP,
         )
         gr.on(
             [
@@ -338,6 +340,7 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
             [state, *all_controls],
             views,
             api_name="redraw",
+            concurrency_id=CONCURRENCY_GROUP,
             trigger_mode="always_last",
             show_progress="hidden",
         )
@@ -346,10 +349,17 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
             [state, *all_controls],
             [prediction, result_json],
             api_name="redraw_box",
+            concurrency_id=CONCURRENCY_GROUP,
             trigger_mode="always_last",
             show_progress="hidden",
         )
-        export_button.click(handlers.export, [state, *all_controls], export_files, api_name="export")
+        export_button.click(
+            handlers.export,
+            [state, *all_controls],
+            export_files,
+            api_name="export",
+            concurrency_id=CONCURRENCY_GROUP,
+        )
     return demo
 
 

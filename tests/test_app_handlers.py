@@ -187,3 +187,12 @@ def test_load_explorer_skips_malformed_examples(model, tmp_path, capsys):
     (tmp_path / "examples.json").write_text('[{"file": 3}]')
     explorer = app.load_explorer(checkpoint, tmp_path)
     assert explorer.examples == [] and "examples skipped" in capsys.readouterr().err
+
+
+def test_every_event_shares_one_concurrency_limit(model):
+    """default_concurrency_limit is per listener: without one group, 4 listeners run 4 x 2 events at once."""
+    demo = app.build_demo(Explorer(model))
+    demo.queue(default_concurrency_limit=app.CONCURRENCY, max_size=app.QUEUE_SIZE)
+    handled = [fn for fn in demo.fns.values() if fn.api_name in {"analyze", "redraw", "redraw_box", "export"}]
+    assert len(handled) == 4
+    assert len({fn.concurrency_id for fn in handled}) == 1

@@ -20,12 +20,14 @@ from tscam_core.explorer import (
     Explorer,
     GroundTruth,
     Settings,
+    conversion_notes,
     default_threshold,
     read_examples,
 )
+from tscam_core.images import load_image
 from tscam_core.metrics import box_iou
 from tscam_core.overlay import GT_COLOR, PRED_COLOR
-from tscam_core.testing.bad_files import encode, noise, png_bomb
+from tscam_core.testing.bad_files import encode, mutated_corpus, noise, png_bomb
 
 NAMES = ["shirt", "shoe", "bag", "dress", "coat"]
 
@@ -287,6 +289,28 @@ def test_converted_uploads_are_explained_with_a_note(counted_model):
     assert explorer.explain(encode(noise(40, 30), "PNG")).notes == ()
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # PIL's notes on the damaged files
+def test_a_multipage_tiff_with_damaged_later_pages_is_explained_or_refused(counted_model):
+    """load_image decodes only the first page; the notes count every page and must not crash on a bad one."""
+    explorer = Explorer(counted_model)
+    pages = [noise(64, 64, seed=s) for s in range(3)]
+    tiff = encode(pages[0], "TIFF", save_all=True, append_images=pages[1:])
+    notes = set()
+    for cut in range(len(tiff) // 3, len(tiff), 97):  # truncated downloads of every length
+        try:
+            notes.update(explorer.explain(tiff[:cut], name="scan.tif").notes)
+        except ImageError as error:
+            assert str(error).startswith("scan.tif:")
+    assert any("some damaged" in note for note in notes), notes
+    mutants = [case for case in mutated_corpus(300, seed=0) if case.name.endswith(".tif")]
+    for case in mutants:  # seeded damage: a list of notes or an ImageError from load_image, nothing else
+        try:
+            load_image(case.data)
+        except ImageError:
+            continue
+        assert isinstance(conversion_notes(case.data), list)
+
+
 def test_examples_attach_their_ground_truth_by_content(tmp_path, counted_model):
     folder = tmp_path / "examples"
     folder.mkdir()
@@ -330,6 +354,9 @@ def test_examples_absent_or_malformed(tmp_path):
     for entries, message in (
         ([{"file": "gone.png"}], "no image file"),
         ([{"file": "a.png", "boxes": [[1, 2, 3]]}], "boxes must be"),
+        ([{"file": "a.png", "boxes": {"x0": 1, "y0": 2, "x1": 3, "y1": 4}}], "boxes must be"),
+        ([{"file": "a.png", "boxes": [{"x0": 1, "y0": 2, "x1": 3, "y1": 4}]}], "boxes must be"),
+        ([{"file": "a.png", "boxes": [[1, None, 3, 4]]}], "must be numbers"),
         ({"examples": "a.png"}, "list of examples"),
     ):
         (tmp_path / "examples.json").write_text(json.dumps(entries))

@@ -28,7 +28,7 @@ from .boxes import predict_box, upsample_map
 from .checkpoint import ModelInfo
 from .errors import DatasetError, ImageError
 from .explanation import VARIANT_LABELS, VARIANTS, Explanation, LayerSelection, Variant, select_layers
-from .images import load_image
+from .images import DECODE_ERRORS, load_image
 from .localize import explain_images
 from .metrics import box_iou
 from .model import TSCAM
@@ -363,10 +363,12 @@ def _example(entry: Any, number: int, source: Path, class_names: Sequence[str]) 
     boxes = entry.get("boxes", [])
     try:
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    except ValueError as error:
+    except (TypeError, ValueError) as error:  # TypeError: an object or a list of objects instead of numbers
         raise DatasetError(
             f"example {number}: boxes must be [[x0, y0, x1, y1], ...], got {boxes!r}", str(source)
         ) from error
+    if not np.isfinite(boxes).all():  # null becomes NaN, which no box can be drawn from
+        raise DatasetError(f"example {number}: box coordinates must be numbers, got {entry['boxes']!r}", str(source))
     index = _class_index(entry, class_names)
     return Example(file, GroundTruth(boxes, index), class_names[index] if index is not None else "")
 
@@ -389,8 +391,13 @@ def conversion_notes(data: bytes) -> list[str]:
     """What ``load_image`` changed in a readable file, read from its header, for the user to know."""
     with Image.open(io.BytesIO(data)) as image:
         notes = []
-        if getattr(image, "n_frames", 1) > 1:
-            notes.append(f"animated image with {image.n_frames} frames: the first frame is explained")
+        try:  # counting frames reads every frame's header: a later frame may be damaged, the first was fine
+            frames = getattr(image, "n_frames", 1)
+        except (*DECODE_ERRORS, KeyError):
+            notes.append("image with several frames, some damaged: the first frame is explained")
+            frames = 1
+        if frames > 1:
+            notes.append(f"animated image with {frames} frames: the first frame is explained")
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             notes.append(f"{image.mode} image (more than 8 bits per pixel): rescaled to 8-bit RGB")
         elif image.mode == "CMYK":
