@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.runs import Run
+from tscam_core import dashboard_data as data
 from tscam_core.errors import TSCAMError
 from tscam_core.explorer import MAP_NAMES, ExplainedImage, Explorer, GroundTruth, Settings
 from tscam_core.loading import load_model
@@ -72,13 +73,16 @@ def show(run: Run, row: dict) -> None:
 
 
 def _controls(run: Run, explained: ExplainedImage) -> Settings:
+    """Controls that start at the run's own settings, so the live map is the one the run scored."""
     depth = explained.depth
     first, second, third = st.columns(3)
     threshold = first.slider("CAM threshold", 0.0, 1.0, float(run.summary["settings"].get("cam_threshold", 0.1)),
                              0.01, key="detail_threshold")
-    count = second.slider("Blocks in A*", 1, depth, depth, key="detail_layers") if depth > 1 else 1
-    mode = second.radio("Which blocks", ["first", "last"], horizontal=True, key="detail_layer_mode")
+    start_mode, start_count, variant = data.scored_map_settings(run.summary, depth)
+    count = second.slider("Blocks in A*", 1, depth, start_count, key="detail_layers") if depth > 1 else 1
+    mode = second.radio("Which blocks", ["first", "last"], index=["first", "last"].index(start_mode),
+                        horizontal=True, key="detail_layer_mode")
     labels = {c.index: f"{c.name} ({c.score:.1%})" for c in explained.ranked_classes()}
     chosen = third.selectbox("Map of class", list(labels), format_func=labels.__getitem__,
                              key=f"detail_class_{explained.name}")
-    return Settings(class_index=chosen, layer_mode=mode, layer_count=count, threshold=threshold)
+    return Settings(class_index=chosen, layer_mode=mode, layer_count=count, threshold=threshold, variant=variant)

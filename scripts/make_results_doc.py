@@ -4,13 +4,14 @@
         --dataset data/fashion-cluttered [--cnn-checkpoint runs/fashion-cnn/best.safetensors]
 
 One ``python -m tscam_core.evaluate`` run (run here as a subprocess, so the command shown in the
-document is the command that ran) holds Table 12's layer counts, Fig. 7's curve, Table 7's error
+document is the command that ran, less the ``--overwrite`` that lets it replace an older folder) holds Table 12's layer counts, Fig. 7's curve, Table 7's error
 analysis and MaxBoxAccV2 / PxAP. Table 5's other map variants (A* alone, S_c alone) get a run each,
 at the CAM threshold their own map scores best with on the checkpoint's validation images, as the
 TS-CAM map's threshold was chosen in training: one shared threshold would favour one map. With
 ``--cnn-checkpoint`` (a CNN CAM trained by ``train/run.py --preset fashion-cnn``) a second run gives
 Table 5's CAM row and a CAM row of Table 7; without it the CAM row says "not run" and gives the commands that would fill it.
-``--reuse`` keeps an existing results folder made from the same checkpoint file (same SHA-256).
+``--reuse`` keeps an existing results folder made from the same checkpoint file (same SHA-256) on the
+same images (dataset, split and limit) at the same CAM threshold and map variant.
 Every number written comes from those folders; the paper's CUB-200-2011 figures are copied beside
 them for reference only.
 """
@@ -145,14 +146,17 @@ def run_evaluation(args: argparse.Namespace, checkpoint: str, out: Path, thresho
     if args.reuse and (out / "summary.json").is_file():
         try:
             existing = load_results(out)
-            settings = existing.summary["settings"]
+            settings, dataset = existing.summary["settings"], existing.summary["dataset"]
             if (existing.summary["checkpoint"].get("sha256") == file_sha256(Path(checkpoint))
                     and settings["cam_threshold"] == threshold
-                    and (variant is None or settings["variant"] == variant)):
+                    and (variant is None or settings["variant"] == variant)
+                    and Path(dataset["path"]) == Path(args.dataset).resolve() and dataset["split"] == args.split
+                    and settings.get("limit") == (args.limit or None)):  # the images the command evaluates
                 return existing, command
         except TSCAMError:
             pass
-    completed = subprocess.run([sys.executable, *command[1:]], cwd=REPO)
+    # A folder not reused is evaluated again, over what it holds (the flag is left out of the document).
+    completed = subprocess.run([sys.executable, *command[1:], "--overwrite"], cwd=REPO)
     if completed.returncode != 0:
         raise SystemExit(f"the evaluation failed (exit {completed.returncode}): {shlex.join(command)}")
     return load_results(out), command

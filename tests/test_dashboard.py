@@ -113,6 +113,28 @@ def test_per_class_is_sorted_worst_first(folders):
     assert len(frame) == len(summary["metrics"]["per_class"]["class_names"])
 
 
+def test_a_class_or_a_curve_point_without_images_is_not_drawn_as_zero(folders):
+    summary = json.loads((folders["a"] / "summary.json").read_text())
+    metrics = summary["metrics"]
+    metrics["per_class"] = {"class_names": ["a", "b", "c"], "gt_known": [0.5, None, 1.0],
+                            "top1_cls": [1.0, None, 0.5], "count": [2, 0, 1]}
+    assert list(data.per_class_frame(summary)["class_name"]) == ["a", "c"]
+    # What the evaluation writes for the layer counts of a run of no images: null, not 0.
+    metrics["layer_count"] = {"counts": [1, 2], "gt_known": [None, None], "top1": [None, None], "top5": [None, None]}
+    assert data.curve_frame({"empty": summary}, "layer_count").empty
+
+
+def test_the_detail_starts_at_the_map_the_run_scored():
+    def start(layers, variant="trans_cam"):
+        return data.scored_map_settings({"settings": {"layers": layers, "variant": variant}}, 6)
+
+    assert start(None) == ("first", 6, "trans_cam") and start(2) == ("first", 2, "trans_cam")
+    assert start("last:2") == ("last", 2, "trans_cam") and start([3, 4, 5]) == ("last", 3, "trans_cam")
+    # What the controls cannot show (a gap between blocks) or cannot read starts at every block.
+    assert start([0, 2]) == start("sideways") == start(9) == ("first", 6, "trans_cam")
+    assert start(None, variant="cam") == ("first", 6, "tscam") and data.scored_map_settings({}, 6) == ("first", 6, "tscam")
+
+
 # ------------------------------------------------------------------ pages
 
 
@@ -174,6 +196,27 @@ def test_failure_browser_filters_pages_and_opens_live_maps(monkeypatch, folders)
     assert len(app.image) == 1 + 3 + DEPTH + 12
     app.button(key="detail_close").click().run()
     assert not app.subheader and len(app.image) == 12
+
+
+def test_detail_starts_at_the_runs_own_layers_and_variant(monkeypatch, folders, tmp_path):
+    """The live map first shown is the one the run scored: a run of the first block's A*, TransAttention."""
+    from tscam_core.results import write_results
+
+    summary = json.loads((folders["a"] / "summary.json").read_text())
+    summary.pop("format"), summary.pop("format_version")
+    summary["settings"].update(layers=1, variant="trans_attention")
+    write_results(tmp_path / "first_block", summary, table(folders["a"]))
+    app = start(monkeypatch, tmp_path / "first_block")
+    app.switch_page("views/failures.py").run()
+    app.button[0].click().run()
+    assert not app.exception, app.exception
+    assert app.slider(key="detail_layers").value == 1 and app.radio(key="detail_layer_mode").value == "first"
+    row = table(folders["a"]).set_index("image_id").loc[app.session_state["detail_image"]]
+    explained = Explorer(load_model(folders["checkpoint"])).explain(folders["root"] / "data" / row["image_path"])
+    explained = dataclasses.replace(explained, truth=GroundTruth(np.stack(row["gt_boxes"]).astype(np.float32)))
+    top1 = explained.ranked_classes(1)[0].index
+    settings = Settings(class_index=top1, layer_mode="first", layer_count=1, threshold=0.1, variant="trans_attention")
+    assert app.metric[0].value == f"{explained.result(settings).iou:.3f}"
 
 
 def test_compare_counts_the_images_one_run_localizes(monkeypatch, folders):

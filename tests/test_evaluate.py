@@ -210,6 +210,57 @@ def test_empty_split(tmp_path, dataset_root, checkpoint):
         evaluate(load_model(checkpoint), open_dataset(dataset_root, "test"), tmp_path / "out", EvalSettings(limit=0))
 
 
+def test_an_out_folder_with_results_is_kept(tmp_path, dataset_root, checkpoint, capsys):
+    """Nothing already saved is lost: a finished run is refused without --overwrite, and a run
+    that fails midway leaves the folder (thumbnails included) as it was."""
+    out = tmp_path / "out"
+    base = ["--checkpoint", str(checkpoint), "--dataset", str(dataset_root), "--out", str(out), "--workers", "0",
+            "--threads", "1", "--device", "cpu", "--cam-curve-interval", "0.1"]
+    assert main(base) == 0
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main([*base, "--limit", "2"]) == 2
+    assert "already holds evaluation results" in capsys.readouterr().err
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    model = load_model(checkpoint)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(evaluate_module.Accumulators, "metrics", fail)  # every image scored, then a failure
+        with pytest.raises(OSError, match="disk full"):
+            evaluate(model, open_dataset(dataset_root, "test"), out, EvalSettings(threads=1, cam_threshold=0.6,
+                     cam_curve_interval=0.1, thumbnails=6), progress=False, overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file() and ".partial" not in str(p)} == before
+    results = evaluate(model, open_dataset(dataset_root, "test"), out,
+                       EvalSettings(threads=1, limit=2, thumbnails=0, cam_curve_interval=0.1), progress=False,
+                       overwrite=True)
+    assert set(results.thumbnails().values()) == set((out / "thumbnails").iterdir())  # no earlier run's left
+
+
+@pytest.mark.parametrize("arguments, problem", [
+    (["--batch-size", "0"], "batch_size must be at least 1"),
+    (["--batch-size", "-3"], "batch_size must be at least 1"),
+    (["--limit", "-1"], "limit must be 0 or more"),
+    (["--threshold", "15"], "cam_threshold must be within [0, 1)"),
+    (["--iou-threshold", "0"], "iou_threshold must be within (0, 1]"),
+    (["--thumbnails", "-1"], "thumbnails must be 0 or more"),
+    (["--device", "nonsense"], "is not a torch device"),
+])
+def test_out_of_range_arguments_are_refused_by_name(tmp_path, dataset_root, checkpoint, capsys, arguments, problem):
+    out = tmp_path / "out"
+    code = main(["--checkpoint", str(checkpoint), "--dataset", str(dataset_root), "--out", str(out),
+                 "--workers", "0", *arguments])
+    assert code == 2 and problem in capsys.readouterr().err
+    assert not (out / "summary.json").exists()
+
+
+def test_a_cuda_device_on_a_machine_without_one_is_named(monkeypatch, tmp_path, dataset_root, checkpoint, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = main(["--checkpoint", str(checkpoint), "--dataset", str(dataset_root), "--out", str(tmp_path / "out"),
+                 "--device", "cuda"])
+    assert code == 2 and "CUDA is not available" in capsys.readouterr().err
+
+
 def test_layer_argument_parsing():
     assert parse_layers(None) is None and parse_layers("all") is None
     assert parse_layers("2") == 2 and parse_layers("last:3") == "last:3"

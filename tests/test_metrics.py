@@ -132,6 +132,11 @@ def test_localization_accumulator_fractions_and_error_analysis():
     assert result["loc_vs_iou"]["gt_known"] == [3 / 4, 2 / 4, 1 / 4]
     assert result["loc_vs_iou"]["top1"] == [2 / 4, 1 / 4, 1 / 4]
     assert result["per_class"] == {"gt_known": [1.0, 0.5, 0.0], "top1_cls": [1.0, 0.5, 1.0], "count": [1, 2, 1]}
+    # A class no image belongs to has nothing measured: null, not an accuracy of 0.
+    fewer = LocalizationAccumulator(num_classes=3)
+    fewer.add(0, [0, 1, 2], perfect, 1.0)
+    assert fewer.result()["per_class"] == {"gt_known": [1.0, None, None], "top1_cls": [1.0, None, None],
+                                           "count": [1, 0, 0]}
 
 
 def test_tally_counts_per_name():

@@ -104,3 +104,27 @@ def test_without_validation_images_the_rows_share_the_main_threshold(trained, tm
     v = results.metrics["variants"]["trans_cam"]
     assert f"| TransCAM | {100 * v['top1_loc']:.1f} | {100 * v['top5_loc']:.1f} | {100 * v['gt_known_loc']:.1f} |" in text
     assert "share the main run's CAM threshold (0.3)" in text
+
+
+def test_reuse_keeps_only_a_run_of_the_same_images(trained, tmp_path, monkeypatch):
+    """--reuse must not pass off a run of other images (a --limit, another split or dataset) as the command's."""
+    script = load_script()
+    config, checkpoint = trained
+    from tscam_core.datasets import open_dataset as open_split
+    from tscam_core.evaluate import EvalSettings, evaluate
+
+    out = tmp_path / "run"
+    evaluate(load_model(checkpoint), open_split(config.data, "test"), out,
+             EvalSettings(threads=1, loader_workers=0, thumbnails=0, cam_curve_interval=0.1, cam_threshold=0.3,
+                          limit=2), progress=False)
+    ran = []
+    monkeypatch.setattr(script.subprocess, "run",
+                        lambda command, cwd: ran.append(command) or argparse.Namespace(returncode=0))
+    args = argparse.Namespace(reuse=True, dataset=str(config.data), split="test", limit=2, batch_size=6, threads=1,
+                              device="cpu")
+    script.run_evaluation(args, str(checkpoint), out, 0.3)
+    assert ran == []  # the same images: reused
+    for changed in ({"limit": None}, {"split": "all"}, {"dataset": str(tmp_path)}):
+        script.run_evaluation(argparse.Namespace(**{**vars(args), **changed}), str(checkpoint), out, 0.3)
+        assert len(ran) == 1, changed  # other images: evaluated again
+        ran.clear()

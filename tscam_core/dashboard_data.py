@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .explanation import VARIANTS, Variant, select_layers
 from .overlay import GT_COLOR, PRED_COLOR, DrawnBox
 
 #: Error types of Algorithm 1, in the order of the paper's Table 7.
@@ -76,6 +77,8 @@ def curve_frame(summaries: Mapping[str, Mapping], curve: str) -> pd.DataFrame:
             continue
         for criterion in ("gt_known", "top1"):
             for x, y in zip(data.get(x_key, []), data.get(criterion, []), strict=True):
+                if y is None:  # no image to measure it on (a run of no images)
+                    continue
                 rows.append({"run": name, "x": float(x), "criterion": criterion, "accuracy": 100.0 * float(y)})
     return pd.DataFrame(rows, columns=["run", "x", "criterion", "accuracy"])
 
@@ -104,7 +107,8 @@ def error_frame(summaries: Mapping[str, Mapping]) -> pd.DataFrame:
 
 
 def per_class_frame(summary: Mapping) -> pd.DataFrame:
-    """Per-class GT-known localization and top-1 classification (%), worst localized first."""
+    """Per-class GT-known localization and top-1 classification (%), worst localized first; classes
+    the run has no image of (a --limit run, a split without them) are left out, not shown as 0%."""
     data = summary.get("metrics", {}).get("per_class") or {}
     frame = pd.DataFrame({
         "class_name": list(data.get("class_names", [])),
@@ -112,7 +116,27 @@ def per_class_frame(summary: Mapping) -> pd.DataFrame:
         "top1_cls": 100.0 * np.asarray(data.get("top1_cls", []), dtype=float),
         "count": np.asarray(data.get("count", []), dtype=int),
     })
+    frame = frame[frame["count"] > 0]
     return frame.sort_values(["gt_known", "class_name"], kind="stable").reset_index(drop=True)
+
+
+def scored_map_settings(summary: Mapping, depth: int) -> tuple[str, int, Variant]:
+    """The run's own map as the detail view's controls can show it: ("first" or "last", block count,
+    variant), so that the live map first shown is the one the run scored. A selection the controls
+    cannot express (a list of blocks) or cannot read starts at every block; an unknown variant at TS-CAM."""
+    settings = summary.get("settings", {})
+    variant = settings.get("variant", "tscam")
+    variant = variant if variant in VARIANTS else "tscam"
+    try:
+        chosen = select_layers(depth, settings.get("layers"))
+    except (TypeError, ValueError):
+        return "first", depth, variant
+    count = len(chosen)
+    if chosen == list(range(depth - count, depth)) and count < depth:
+        return "last", count, variant
+    if chosen == list(range(count)):
+        return "first", count, variant
+    return "first", depth, variant
 
 
 def prepare_images(per_image: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:

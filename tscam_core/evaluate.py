@@ -37,6 +37,7 @@ import os
 import platform
 import random
 import re
+import shutil
 import sys
 import threading
 import time
@@ -89,7 +90,15 @@ from .metrics import (
 )
 from .model import TSCAM
 from .overlay import GT_COLOR, PRED_COLOR, DrawnBox, blend
-from .results import THUMBNAIL_DIR, Results, thumbnail_name, write_results
+from .results import (
+    PARTIAL_THUMBNAIL_DIR,
+    SUMMARY_FILE,
+    THUMBNAIL_DIR,
+    Results,
+    ResultsError,
+    thumbnail_name,
+    write_results,
+)
 from .transforms import Preprocess, resize
 
 #: How many batches may wait for the thread pool before the model pauses (bounds memory).
@@ -134,6 +143,17 @@ class EvalSettings:
         }
 
     def __post_init__(self) -> None:
+        # Out-of-range settings fail here, by name: none of them may quietly give a run of no images
+        # (a batch size under 1), of all but the last images (a negative limit) or of empty boxes.
+        problems = [f"{name} must be {rule}, got {value}" for name, value, ok, rule in (
+            ("batch_size", self.batch_size, self.batch_size >= 1, "at least 1"),
+            ("limit", self.limit, self.limit is None or self.limit >= 0, "0 or more"),
+            ("cam_threshold", self.cam_threshold, 0.0 <= self.cam_threshold < 1.0, "within [0, 1)"),
+            ("iou_threshold", self.iou_threshold, 0.0 < self.iou_threshold <= 1.0, "within (0, 1]"),
+            ("thumbnails", self.thumbnails, self.thumbnails >= 0, "0 or more"),
+        ) if not ok]
+        if problems:
+            raise ValueError("; ".join(problems))
         _ = self.scoring  # resolved once, now: an unknown pool kind fails here, before any work
 
     @cached_property
@@ -513,13 +533,19 @@ VARIANT_KEYS = {"top1_loc": "top1_loc", "top5_loc": "top5_loc", "gt_known_loc": 
 
 
 def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, settings: EvalSettings = EvalSettings(),
-             name: str | None = None, progress: bool = True, dataset_kind: str = "auto") -> Results:
+             name: str | None = None, progress: bool = True, dataset_kind: str = "auto",
+             overwrite: bool = False) -> Results:
     """Score ``model`` on ``dataset`` and write the results folder ``out``; returns it loaded.
 
     A CNN CAM model (depth 0) is scored with ``variant="cam"``, its only map: no other variants
     and no layer counts. ``settings.model_threads`` sets torch's thread count for the run and
     restores it after: with a small model on few cores, 1 leaves the other cores to the scoring
     (the model's arithmetic may round differently at another thread count).
+
+    A folder that already holds finished results (a ``summary.json``) is refused unless
+    ``overwrite``. Thumbnails are drawn into a staging folder and replace the old ones only once
+    every image is scored, so a run that fails leaves an existing folder as it was, and a
+    finished one leaves no thumbnail of an earlier run behind.
     """
     if dataset.num_classes != model.num_classes:
         raise DatasetError(f"the dataset has {dataset.num_classes} classes but the checkpoint "
@@ -528,6 +554,8 @@ def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, setti
     if model.depth == 0 and settings.layers is not None:
         raise ValueError("a CNN CAM model has no attention blocks, so a layer selection does not apply")
     out = Path(out)
+    if (out / SUMMARY_FILE).exists() and not overwrite:
+        raise ResultsError("already holds evaluation results; pick another --out or pass --overwrite", out)
     subset = dataset if settings.limit is None else dataclasses.replace(dataset, samples=dataset.samples[:settings.limit])
     if len(subset) == 0:
         raise DatasetError(f"the {dataset.split} split has no images to evaluate", str(dataset.root))
@@ -535,9 +563,10 @@ def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, setti
     chosen = select_layers(model.depth, settings.layers)
     main_layer_count = len(chosen) if settings.variant == "tscam" and chosen == list(range(len(chosen))) else None
     context = Context(settings, preprocess, cam_thresholds(settings.cam_curve_interval),
-                      cam_thresholds(settings.threshold_curve_interval), out / THUMBNAIL_DIR, Path(dataset.root),
+                      cam_thresholds(settings.threshold_curve_interval), out / PARTIAL_THUMBNAIL_DIR, Path(dataset.root),
                       variants_for(model.depth), model.depth, model.num_classes, main_layer_count)
-    context.thumbnail_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(context.thumbnail_dir, ignore_errors=True)  # a failed run's leftovers
+    context.thumbnail_dir.mkdir(parents=True)
     sampled = set(random.Random(settings.seed).sample(range(len(subset)), min(len(subset), settings.thumbnails)))
     device = next(model.parameters()).device
     totals = Accumulators(context)
@@ -579,7 +608,18 @@ def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, setti
         "device": str(device),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    _replace_thumbnails(out)
     return write_results(out, summary, rows)
+
+
+def _replace_thumbnails(out: Path) -> None:
+    """The staged thumbnails in place of the folder's old ones (an earlier run's, none of them kept)."""
+    final, old = out / THUMBNAIL_DIR, out / f".{THUMBNAIL_DIR}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    (out / PARTIAL_THUMBNAIL_DIR).rename(final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextmanager
@@ -739,8 +779,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="evaluate only the first N images")
     parser.add_argument("--thumbnails", type=int, default=16, help="images sampled for success thumbnails")
     parser.add_argument("--on-error", default="raise", choices=("raise", "skip"), help="bad annotation lines")
+    parser.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     args = parser.parse_args(argv)
     try:
+        check_device(args.device)
         model = load_model(args.checkpoint, device=args.device, family=None)
         settings = EvalSettings(
             cam_threshold=args.threshold, layers=args.layers, variant=args.variant or variants_for(model.depth)[0],
@@ -750,12 +792,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             thumbnails=args.thumbnails, limit=args.limit,
         )
         dataset = open_dataset(args.dataset, args.split, args.kind, args.on_error)
-        results = evaluate(model, dataset, args.out, settings, name=args.name, dataset_kind=args.kind)
+        results = evaluate(model, dataset, args.out, settings, name=args.name, dataset_kind=args.kind,
+                           overwrite=args.overwrite)
     except (TSCAMError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(report(results))
     return 0
+
+
+def check_device(name: str) -> None:
+    """--device names a device torch knows and this machine has (a ValueError naming it otherwise)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
 def report(results: Results) -> str:

@@ -281,12 +281,16 @@ class LocalizationAccumulator(Counts):
                 "gt_known": (self.curve_gt_known / n).tolist(),
                 "top1": (self.curve_top1 / n).tolist(),
             },
-            "per_class": {
-                "gt_known": (self.class_gt_known / per_class_n).tolist(),
-                "top1_cls": (self.class_top1_cls / per_class_n).tolist(),
+            "per_class": {  # None for a class without images: nothing was measured
+                "gt_known": _or_none(self.class_gt_known / per_class_n, self.class_count),
+                "top1_cls": _or_none(self.class_top1_cls / per_class_n, self.class_count),
                 "count": self.class_count.tolist(),
             },
         }
+
+
+def _or_none(fractions: np.ndarray, counts: np.ndarray) -> list[float | None]:
+    return [float(f) if n else None for f, n in zip(fractions, counts, strict=True)]
 
 
 def largest_box_ious(cam01: np.ndarray, gts: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:

@@ -34,6 +34,8 @@ FORMAT_VERSION = 1
 SUMMARY_FILE = "summary.json"
 TABLE_FILE = "per_image.parquet"
 THUMBNAIL_DIR = "thumbnails"
+#: Where an evaluation draws its thumbnails until it has scored every image.
+PARTIAL_THUMBNAIL_DIR = ".thumbnails.partial"
 
 REQUIRED_SUMMARY = ("name", "checkpoint", "dataset", "settings", "metrics", "versions")
 REQUIRED_METRICS = ("top1_cls", "top5_cls", "top1_loc", "top5_loc", "gt_known_loc")
@@ -102,8 +104,8 @@ def load_results(path: str | Path) -> Results:
         raise ResultsError("no such results folder", path)
     summary_path = path / SUMMARY_FILE
     if not summary_path.is_file():
-        hint = "the evaluation did not finish" if (path / THUMBNAIL_DIR).is_dir() or (path / TABLE_FILE).exists() \
-            else "not a results folder"
+        unfinished = any((path / name).exists() for name in (THUMBNAIL_DIR, PARTIAL_THUMBNAIL_DIR, TABLE_FILE))
+        hint = "the evaluation did not finish" if unfinished else "not a results folder"
         raise ResultsError(f"no {SUMMARY_FILE} ({hint}; re-run python -m tscam_core.evaluate)", path)
     summary = read_summary(summary_path)
     table = path / TABLE_FILE
