@@ -162,8 +162,10 @@ REMEDIES = {
         "scored after it stops, the folder written) decide. What closes it: more cores (from 8 on, the default "
         "pool is forked processes, which scale where threads stop: docs/scoring-pools.md), a larger model (its "
         "forward outweighs the fixed per-image work), fewer success thumbnails (--thumbnails 0); rerun on an "
-        "idle machine where the ceiling is above the goal. On a GPU the CPU-side scoring decides the rate "
-        "(docs/scoring-pools.md).",
+        "idle machine where the ceiling is above the goal. On a GPU the forward leaves the CPU but decoding and "
+        "scoring do not: the detail's CPU per image beyond the forward is the cores a machine keeps busy per "
+        "1000 images/s, more than a 16-core host has for a small ViT on a fast GPU (docs/scoring-pools.md); "
+        "there the rate is the host's, until decoding and the sweep run on the GPU.",
     "threshold change (no forward)":
         "the box is found on the map upsampled to the input size and the main overlay is redrawn at display size; "
         "cache the upsampled map per (class, layers, variant) so that only the contour search and the blend remain.",

@@ -13,9 +13,9 @@ import math
 import pytest
 import torch
 
-from benchmarks.evaluation_speed import images_for
+from benchmarks.evaluation_speed import evaluation_speed, images_for
 from benchmarks.explicit import explicit_explain
-from benchmarks.measure import Timings, peak_memory, time_interleaved
+from benchmarks.measure import Budget, Timings, peak_memory, time_interleaved
 from benchmarks.report import Goal, Report, Row, markdown_page
 from benchmarks.run import Plan, Subject, benchmark, publish
 from tscam_core import ModelInfo, Preprocess, build_model
@@ -143,3 +143,11 @@ def test_section_five_runs_whole_batches_for_the_asked_forward_time():
     one_second = images_for(model, 4, 1.0, CPU)
     assert one_second % 4 == 0 and one_second >= 4
     assert images_for(model, 4, 4.0, CPU) > one_second
+
+
+def test_section_five_runs_for_two_models_in_one_work_folder(tmp_path):
+    """The full run measures two models in one folder: each evaluation writes a results folder of its own."""
+    budget = Budget(CPU, repeats=1, warmup=1)
+    for subject in (tiny_subject(), tiny_subject(5)):
+        [row] = evaluation_speed(subject.model, subject.label, 4, 8, budget, tmp_path)
+        assert row.section == 5 and row.value > 0 and "beyond the forward" in row.detail
