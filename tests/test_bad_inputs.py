@@ -64,6 +64,8 @@ def test_explain_file(case: BadFile, tiny_model):
     check(probe(case, explained_image(tiny_model)), case)
 
 
+@pytest.mark.filterwarnings("ignore:Truncated File Read:UserWarning")  # PIL on the damaged TIFFs it reads
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
 def test_randomly_damaged_images_never_crash(tiny_model):
     """Seeded mutations of small valid files of many formats: an image or an ImageError, never more."""
     mutants = mutated_corpus(800, seed=0)
