@@ -258,3 +258,12 @@ def test_model_info_checks_class_names():
         ModelInfo(arch="deit_tiny_patch16_224", num_classes=3, class_names=["a", "b"])
     with pytest.raises(CheckpointError, match="not valid JSON"):
         ModelInfo.from_json("{oops", source="x")
+
+
+def test_official_deit_small_at_384_loads_though_timm_names_no_such_deit(tmp_path: Path):
+    torch.manual_seed(0)
+    source = create_tscam("vit_small_patch16_384", 3, num_heads=6).eval()
+    path = official_file(source, tmp_path / "ts-cam-deit-small-384.pth")
+    loaded = load_model(path)
+    assert loaded.info.timm_kwargs["img_size"] == 384 and loaded.info.timm_kwargs["num_heads"] == 6
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in source.state_dict().items())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import huggingface_hub
@@ -108,3 +109,11 @@ def test_class_names_and_device_options(tmp_path: Path):
     assert next(loaded.parameters()).device.type == "cpu"
     with pytest.raises(CheckpointError, match="2 class names given for a 5-class model"):
         load_model(path, class_names=["a", "b"])
+
+
+@pytest.mark.parametrize("name", ["c++ weights.safetensors", "a&b.safetensors", "x%41.safetensors"])
+def test_timm_weights_path_is_taken_verbatim(imagenet_classifier_file, tmp_path: Path, name: str):
+    path = tmp_path / name
+    shutil.copy(imagenet_classifier_file[1], path)
+    model = load_model(f"timm:vit_tiny_patch16_224?file={path}")
+    assert model.info.source.endswith(name)

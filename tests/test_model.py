@@ -294,3 +294,31 @@ def test_an_attention_without_one_qkv_projection_is_refused():
     backbone.blocks[1].attn = torch.nn.Identity()
     with pytest.raises(ValueError, match="timm's Attention .*Identity"):
         TSCAM(backbone, 3)
+
+
+def test_differential_attention_is_refused_not_misread():
+    """DiffAttention has qkv, q_norm, k_norm, num_heads, head_dim and scale, but a different qkv layout."""
+    with pytest.raises(ValueError, match="DiffAttention"):
+        build((SMALL_VIT[0], {**SMALL_VIT[1], "attn_layer": "diff"}))
+
+
+def test_a_distillation_token_is_refused_at_construction():
+    with pytest.raises(ValueError, match="distillation token"):
+        build(("deit_tiny_distilled_patch16_224", {"img_size": 64, "patch_size": 8, "depth": 2}))
+
+
+def test_a_vit_without_position_embedding_is_explained():
+    model = build((SMALL_VIT[0], {**SMALL_VIT[1], "pos_embed": "none"}))
+    twin = timm_twin(model, (SMALL_VIT[0], {**SMALL_VIT[1], "pos_embed": "none"}))
+    images = torch.randn(2, 3, 48, 80)
+    with torch.no_grad():
+        _, attention, semantic = explicit_reference(model, twin, images)
+        explanation = model.explain(images)
+    torch.testing.assert_close(explanation.layer_attention, attention, atol=1e-5, rtol=0)
+    torch.testing.assert_close(explanation.semantic, semantic, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("global_pool", ["max", "avgmax", "map"])
+def test_linear_head_refuses_pools_whose_logits_it_would_not_reproduce(global_pool):
+    with pytest.raises(ValueError, match="global_pool"):
+        create_tscam(TINY_ARCH, 6, head_kind="linear", global_pool=global_pool, **TINY_KWARGS)

@@ -2,7 +2,9 @@
 
     model = tscam_core.load_model("checkpoints/tscam_fashion.safetensors")
     image, explanation = tscam_core.explain_file(model, "photo.jpg")
-    result = tscam_core.localize(explanation, class_index, (image.height, image.width), threshold=0.1)
+    frame = model.info.transform
+    result = tscam_core.localize(explanation, class_index, frame.input_size, threshold=0.1)
+    box = frame.boxes_to_original(result.box, image.size)[0]  # in the image's own pixels
 """
 
 __version__ = "0.1.0"

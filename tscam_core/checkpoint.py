@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import timm
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -229,6 +230,7 @@ def infer_official_info(state: dict[str, Tensor], source: str = "") -> ModelInfo
     kwargs: dict[str, Any] = {}
     arch = f"{_DEIT_NAMES.get(embed_dim, '')}_patch16_{img_size}"
     standard = embed_dim in _DEIT_NAMES and patch_size == 16 and img_size in (224, 384) and depth == 12 and mlp_ratio == 4.0
+    standard = standard and timm.is_model(arch)  # timm has no deit_tiny/deit_small at 384
     if not standard:
         arch = "vit_base_patch16_224"
         kwargs = {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import torch
 
@@ -88,7 +87,11 @@ def _from_file(path: Path, arch: str | None, timm_kwargs: dict[str, Any] | None,
 
 def _from_timm(spec: str) -> TSCAM:
     name, _, query = spec.partition("?")
-    weights = parse_qs(query).get("file", [None])[0]
+    weights = None
+    if query:  # the path is taken verbatim: no URL decoding ('+', '%', '&' are path characters)
+        if not query.startswith("file="):
+            raise CheckpointError(f"{TIMM_PREFIX}{spec}: expected timm:NAME or timm:NAME?file=PATH")
+        weights = query[len("file="):]
     if weights is not None and not Path(weights).is_file():
         raise CheckpointError(f"no weights file at {weights}")
     try:

@@ -47,7 +47,13 @@ def localize(
     layers: LayerSelection = None,
     image_index: int = 0,
 ) -> Localization:
-    """The map of ``class_index`` upsampled to ``size`` = (height, width), and its official box."""
+    """The map of ``class_index`` upsampled to ``size`` = (height, width), and its official box.
+
+    The map covers the model's input frame. Pass ``model.info.transform.input_size`` (the paper's
+    protocol, as the evaluation scores it) and map the box back with the transform's
+    ``boxes_to_original``: that is right for every preprocessing, a center crop included. The
+    original image's size is right only where the preprocessing resizes the whole image, no crop.
+    """
     one = explanation.select(image_index)
     classes = torch.tensor([[class_index]])
     cam = one.maps(variant, layers, classes)[0, 0]

@@ -41,6 +41,10 @@ class TSCAM(nn.Module):
             raise ValueError(
                 f"TS-CAM needs a timm VisionTransformer with a class token, got {type(backbone).__name__}"
             )
+        extra = backbone.num_prefix_tokens - 1 - (0 if backbone.reg_token is None else backbone.reg_token.shape[1])
+        if extra:
+            raise ValueError(f"TS-CAM needs a ViT whose prefix tokens are the class token and register tokens; "
+                             f"{type(backbone).__name__} has {extra} more (a distillation token?)")
         _check_attention(backbone.blocks)
         if head_kind not in ("conv", "linear"):
             raise ValueError(f"head_kind must be 'conv' or 'linear', got {head_kind!r}")
@@ -73,6 +77,9 @@ class TSCAM(nn.Module):
         else:
             if not isinstance(backbone.head, nn.Linear):
                 raise ValueError("head_kind='linear' needs a backbone that still has its linear classifier")
+            if backbone.global_pool not in ("token", "avg") or getattr(backbone, "pool_include_prefix", False):
+                raise ValueError(f"head_kind='linear' reproduces the classifier's logits for global_pool 'token' or "
+                                 f"'avg' over patch tokens, not {backbone.global_pool!r}")
             self.fc_norm = backbone.fc_norm
             self.head = backbone.head
             self.global_pool = backbone.global_pool
@@ -109,6 +116,8 @@ class TSCAM(nn.Module):
         if self.reg_token is not None:
             prefix.append(self.reg_token.expand(batch, -1, -1))
         pos = self.pos_embed
+        if pos is None:  # pos_embed='none': no position embedding to add
+            return self.pos_drop(torch.cat(prefix + [patches], dim=1))
         if grid != self.pos_grid:
             pos = resample_abs_pos_embed(
                 pos, new_size=list(grid), old_size=list(self.pos_grid),
@@ -245,6 +254,10 @@ def _check_attention(blocks: nn.Module) -> None:
         if not all(hasattr(attn, name) for name in ("qkv", "q_norm", "k_norm", "num_heads", "head_dim", "scale")):
             raise ValueError(f"TS-CAM needs timm's Attention (q and k from one qkv projection), got "
                              f"{type(attn).__name__}")
+        out = getattr(attn.qkv, "out_features", None)
+        if out != 3 * attn.num_heads * attn.head_dim:
+            raise ValueError(f"TS-CAM needs timm's Attention (qkv = q, k, v of num_heads x head_dim each), got "
+                             f"{type(attn).__name__} with qkv width {out} for {attn.num_heads} heads of {attn.head_dim}")
         sizes.add(attn.head_dim)
     if len(sizes) > 1:
         raise ValueError(f"TS-CAM needs one head size in every block, got {sorted(sizes)}")
