@@ -132,13 +132,12 @@ SECTION_TITLES = {
 REMEDIES = {
     "explain / logits-only time":
         "explain adds one forward hook per block (on attn.qkv) and one small product per block, q_cls k^T "
-        "(B x H x N), then one softmax and head mean for all blocks. That is a fixed cost of a few tensor calls "
-        "per block, tens of microseconds each: several percent of a forward that lasts a few milliseconds (a small "
-        "model at batch 1), a few percent or less of a DeiT-S forward. The row's detail gives the floor of any "
-        "hook-based capture (no-op hooks alone), which on a small model takes a good part of the 3%. Closing it "
-        "needs the capture without Python hooks: an attention kernel that returns the class-token row, or "
-        "torch.compile of the explain pass. Beyond that, a few percent is within the run-to-run noise of a "
-        "shared CPU: rerun on an idle machine.",
+        "(B x H x N), then one softmax and head mean for all blocks: a fixed cost of a few tensor calls per "
+        "block, tens of microseconds each, so a few percent of a small model's forward and less of a DeiT-S one. "
+        "The row's detail gives, beside the ratio, the floor of any hook-based capture (no-op hooks alone): where "
+        "that floor is near 1.00 and the ratio misses the goal by about a percent, the run-to-run noise of a "
+        "shared CPU decides the row (rerun on an idle machine). Closing it for good needs the capture without "
+        "Python hooks: an attention kernel that returns the class-token row, or torch.compile of the explain pass.",
     "explain / logits-only peak memory":
         "explain keeps only B x L x N class-token scores and S_c; q and k are read in place from each block's "
         "qkv output, so any excess is the scores themselves (L x B x H x N floats).",

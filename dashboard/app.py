@@ -25,7 +25,7 @@ if "shipped_default" not in st.session_state:  # a new session: start on the com
     st.session_state.chosen_folders = [str(p) for p in (given or [runs.SHIPPED_RUN])]
     st.session_state.shipped_default = given is None
 
-if st.session_state.shipped_default and not (runs.SHIPPED_RUN / "summary.json").is_file():
+if st.session_state.shipped_default and not shipped.is_current():
     st.session_state.shipped_default = False  # one attempt per session, not one per rerun
     if not shipped.make_with_progress():
         st.session_state.chosen_folders = []

@@ -7,6 +7,7 @@ generator and evaluation a user would run by hand.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -39,9 +40,22 @@ def make(progress: Callable[[str], None] = print) -> Path:
     progress(f"Evaluating {checkpoint.name} on them (a few minutes on a CPU)…")
     # no loader processes: this may run inside the Streamlit server, whose threads fork badly
     evaluate(model, open_dataset(benchmark, "test", "cub"), out,
-             EvalSettings(loader_workers=0), name=out.name, progress=False, dataset_kind="cub")
+             EvalSettings(loader_workers=0, cam_threshold=model.info.validated_threshold()), name=out.name,
+             progress=False, dataset_kind="cub", overwrite=True)  # this folder is the app's own
     progress(f"Wrote {out}.")
     return out
+
+
+def is_current() -> bool:
+    """Whether the shipped run exists and was made from the shipped checkpoint as it is now (a
+    checkpoint replaced since, say by a new training run, makes it stale)."""
+    from tscam_core.evaluate import file_sha256
+
+    try:
+        summary = json.loads((runs.SHIPPED_RUN / "summary.json").read_text())
+        return summary["checkpoint"]["sha256"] == file_sha256(CHECKPOINT)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def make_with_progress() -> bool:

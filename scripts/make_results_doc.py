@@ -8,7 +8,7 @@ document is the command that ran, less the ``--overwrite`` that lets it replace 
 analysis and MaxBoxAccV2 / PxAP. Table 5's other map variants (A* alone, S_c alone) get a run each,
 at the CAM threshold their own map scores best with on the checkpoint's validation images, as the
 TS-CAM map's threshold was chosen in training: one shared threshold would favour one map. With
-``--cnn-checkpoint`` (a CNN CAM trained by ``train/run.py --preset fashion-cnn``) a second run gives
+``--cnn-checkpoint`` (a CNN CAM trained by ``train/run.py --preset fashion-cnn --name fashion-cnn``) a second run gives
 Table 5's CAM row and a CAM row of Table 7; without it the CAM row says "not run" and gives the commands that would fill it.
 ``--reuse`` keeps an existing results folder made from the same checkpoint file (same SHA-256) on the
 same images (dataset, split and limit) at the same CAM threshold and map variant.
@@ -107,7 +107,7 @@ def cam_threshold(args: argparse.Namespace, info: ModelInfo) -> float:
     """--threshold, else the one the checkpoint's training chose on its validation split (never on test), else 0.1."""
     if args.threshold is not None:
         return args.threshold
-    return float(info.evaluation.get("validation", {}).get("best_threshold", 0.1))
+    return info.validated_threshold()
 
 
 def evaluation_command(args: argparse.Namespace, checkpoint: str, out: Path, threshold: float,

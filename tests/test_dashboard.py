@@ -342,6 +342,26 @@ def test_first_start_makes_the_shipped_results(monkeypatch, folders, tmp_path):
     assert app.subheader[0].value.startswith(written["image_id"].iloc[0])
 
 
+def test_the_shipped_run_is_stale_once_the_checkpoint_changes(monkeypatch, folders, tmp_path):
+    from dashboard import runs, shipped
+    from tscam_core.evaluate import file_sha256
+
+    made = tmp_path / "shipped-fashion"
+    shutil.copytree(folders["a"], made)
+    summary = json.loads((made / "summary.json").read_text())
+    summary["checkpoint"]["sha256"] = file_sha256(folders["checkpoint"])  # as an evaluation records it
+    (made / "summary.json").write_text(json.dumps(summary))
+    monkeypatch.setattr(runs, "SHIPPED_RUN", made)
+    monkeypatch.setattr(shipped, "CHECKPOINT", folders["checkpoint"])
+    assert shipped.is_current()  # the run the folder holds was made from this very file
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(folders["checkpoint"].read_bytes() + b" ")
+    monkeypatch.setattr(shipped, "CHECKPOINT", other)
+    assert not shipped.is_current()
+    monkeypatch.setattr(runs, "SHIPPED_RUN", tmp_path / "nothing")
+    assert not shipped.is_current()
+
+
 def test_first_start_without_the_checkpoint_says_what_is_missing(monkeypatch, tmp_path):
     app = start_default(monkeypatch, tmp_path, tmp_path / "absent.safetensors")
     assert app.status[0].label == "The shipped results could not be made"

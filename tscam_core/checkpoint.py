@@ -65,6 +65,10 @@ class ModelInfo:
     def transform(self) -> Preprocess:
         return Preprocess.from_config(self.preprocess)
 
+    def validated_threshold(self, default: float = 0.1) -> float:
+        """The CAM threshold training chose on its validation split (never on test), else ``default``."""
+        return float(self.evaluation.get("validation", {}).get("best_threshold", default))
+
     def to_json(self) -> str:
         data = asdict(self)
         data.pop("source")
