@@ -38,7 +38,9 @@ def explain_row(run: Run, row: dict) -> ExplainedImage:
         raise FileNotFoundError(f"the image {image} is not on this machine")
     explained = _explained(str(checkpoint), checkpoint.stat().st_mtime, str(image))
     truth = GroundTruth(np.asarray(list(row["gt_boxes"]), np.float32).reshape(-1, 4), int(row["gt_class"]))
-    return dataclasses.replace(explained, truth=truth, name=row["image_id"])
+    signed = bool(run.summary.get("settings", {}).get("signed_class_maps", False))  # as the run scored its maps
+    explanation = dataclasses.replace(explained.explanation, signed_class_maps=signed)
+    return dataclasses.replace(explained, truth=truth, name=row["image_id"], explanation=explanation)
 
 
 def show(run: Run, row: dict) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -73,8 +75,12 @@ def test_negative_class_evidence_does_not_widen_the_box():
     for variant in ("tscam", "trans_cam"):
         box = predict_box(explanation.maps(variant)[0, 0], (64, 64), threshold=0.5)
         assert 12 <= box[0] <= box[2] <= 36 and 12 <= box[1] <= box[3] <= 36, (variant, box)  # tokens 2-3
-    signed = predict_box(explanation.layer_attention[0, 0] * semantic[0, 0], (64, 64), threshold=0.5)
-    assert signed[2] - signed[0] > 40  # the signed product's box covers most of the image
+    signed = dataclasses.replace(explanation, signed_class_maps=True)  # Eq. 7 and the official code
+    torch.testing.assert_close(signed.maps("tscam")[0, 0], explanation.layer_attention[0, 0] * semantic[0, 0])
+    for variant in ("tscam", "trans_cam"):
+        box = predict_box(signed.maps(variant)[0, 0], (64, 64), threshold=0.5)
+        assert box[2] - box[0] > 40, (variant, box)  # the signed map's box covers most of the image
+    assert signed.select(0).signed_class_maps and signed.to("cpu").signed_class_maps
 
 
 def test_maps_of_the_three_variants(explanation):

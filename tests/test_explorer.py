@@ -362,3 +362,15 @@ def test_examples_absent_or_malformed(tmp_path):
         (tmp_path / "examples.json").write_text(json.dumps(entries))
         with pytest.raises(DatasetError, match=message):
             read_examples(tmp_path, NAMES)
+
+
+def test_a_signed_copy_of_an_explained_image_does_not_reuse_the_rectified_maps(counted_model):
+    """The dashboard copies a cached ExplainedImage per run; a copy that couples the signed S_c must not
+    be served the rectified maps its original cached."""
+    explained = Explorer(counted_model).explain(encode(noise(40, 30), "PNG"))
+    settings = Settings(class_index=0, layer_mode="first", layer_count=explained.depth, threshold=0.1)
+    rectified = explained.cam("trans_cam", settings)
+    signed = dataclasses.replace(explained, explanation=dataclasses.replace(explained.explanation,
+                                                                            signed_class_maps=True))
+    torch.testing.assert_close(signed.cam("trans_cam", settings), explained.explanation.semantic[0, 0])
+    assert rectified.min() >= 0 and signed.cam("trans_cam", settings).min() < 0  # random S_c has negatives

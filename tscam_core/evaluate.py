@@ -119,6 +119,7 @@ class EvalSettings:
     cam_threshold: float = 0.1  # the paper's threshold for the box of the main setting
     layers: LayerSelection = None  # blocks averaged into A* for the main setting and the variants
     variant: Variant = "tscam"
+    signed_class_maps: bool = False  # S_c signed, as Eq. 7 and the official code (tscam_core.explanation)
     iou_threshold: float = 0.5
     cam_curve_interval: float = CAM_CURVE_INTERVAL  # MaxBoxAccV2 sweep and PxAP bins (Choe et al.'s step)
     threshold_curve_interval: float = 0.05  # accuracy vs CAM threshold (largest contour)
@@ -136,6 +137,7 @@ class EvalSettings:
     def record(self) -> dict:
         return {
             "cam_threshold": self.cam_threshold, "layers": _layers_record(self.layers), "variant": self.variant,
+            "signed_class_maps": self.signed_class_maps,
             "iou_threshold": self.iou_threshold, "cam_curve_interval": self.cam_curve_interval,
             "threshold_curve_interval": self.threshold_curve_interval, "frame": "model_input",
             "batch_size": self.batch_size, "limit": self.limit, "threads": self.scoring.workers,
@@ -587,6 +589,7 @@ def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, setti
             images = batch["image"].to(device, non_blocking=True)
             explanation = (graph_explain(model, images, settings.batch_size) if settings.graph
                            else model.explain(images))
+            explanation.signed_class_maps = settings.signed_class_maps
             jobs = make_jobs(explanation, batch, subset, context, sampled, parts=settings.scoring.workers)
             pending.append([pool.submit(score_job, job, context) for job in jobs])
             while len(pending) > MAX_PENDING_BATCHES:
@@ -758,6 +761,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--layers", type=parse_layers, default=None, help="k, first:k, last:k or 0,3,5 (default all)")
     parser.add_argument("--variant", choices=VARIANTS + CAM_VARIANTS,
                         help="map of the main setting (default: the model's own, tscam or a CNN's cam)")
+    parser.add_argument("--signed-class-maps", action="store_true",
+                        help="couple the signed S_c, as the paper's Eq. 7 and the official code do (default: rectified)")
     parser.add_argument("--iou-threshold", type=float, default=0.5)
     parser.add_argument("--cam-curve-interval", type=float, default=CAM_CURVE_INTERVAL,
                         help="MaxBoxAccV2 / PxAP threshold step")
@@ -786,8 +791,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = load_model(args.checkpoint, device=args.device, family=None)
         settings = EvalSettings(
             cam_threshold=args.threshold, layers=args.layers, variant=args.variant or variants_for(model.depth)[0],
-            iou_threshold=args.iou_threshold, cam_curve_interval=args.cam_curve_interval,
-            batch_size=args.batch_size, threads=args.threads, pool=args.pool, loader_workers=args.workers,
+            signed_class_maps=args.signed_class_maps, iou_threshold=args.iou_threshold,
+            cam_curve_interval=args.cam_curve_interval, batch_size=args.batch_size, threads=args.threads, pool=args.pool, loader_workers=args.workers,
             model_threads=args.model_threads, graph=not args.eager,
             thumbnails=args.thumbnails, limit=args.limit,
         )

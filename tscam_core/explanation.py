@@ -5,10 +5,12 @@ nowhere else, from cached tensors, so that changing the layer selection or the v
 never needs the model again. The CNN CAM baseline of Table 5 yields the same object without
 attention (``layer_attention=None``, depth 0), whose one map is ``"cam"``.
 
-Class maps (S_c, and a CNN's CAM) are rectified before they are coupled or shown, as the
-official TS-CAM code does: a negative score is evidence against the class, not a weaker
-location. Left signed, min-max normalisation makes the most negative token the map's zero,
-so background (near 0) rises above the box threshold and boxes swallow the image.
+Class maps (S_c, and a CNN's CAM) are rectified before they are coupled or shown: a negative
+score is evidence against the class, not a weaker location. Left signed, min-max normalisation
+makes the most negative token the map's zero, so background (near 0) rises above the box
+threshold and boxes swallow the image. The paper's Eq. 7 and the official code couple the signed
+S_c; ``signed_class_maps=True`` does the same (``python -m tscam_core.evaluate --signed-class-maps``),
+to reproduce them.
 """
 
 from __future__ import annotations
@@ -86,12 +88,14 @@ class Explanation:
     logits: B x C. layer_attention: B x L x h x w, the class token's attention to the patch
     tokens in each block, averaged over heads (A^l, Eq. 5); None for a CNN, which has none.
     semantic: B x C x h x w (S_c; a CNN's class activation maps), signed as the head gives
-    them (their spatial mean is the logit); the maps below use them rectified.
+    them (their spatial mean is the logit); the maps below use them rectified, or signed as the
+    paper and the official code do where ``signed_class_maps``.
     """
 
     logits: Tensor
     layer_attention: Tensor | None
     semantic: Tensor
+    signed_class_maps: bool = False
 
     @property
     def depth(self) -> int:
@@ -116,15 +120,15 @@ class Explanation:
         return self.layer_attention[:, index].mean(dim=1)
 
     def class_maps(self, classes: Tensor | None = None) -> Tensor:
-        """Rectified S_c, B x K x h x w, for ``classes`` (B x K indices) or all classes."""
+        """S_c (rectified unless ``signed_class_maps``), B x K x h x w, for ``classes`` (B x K indices) or all."""
         semantic = self.semantic
         if classes is not None:  # pick the classes first: maps of C classes would be wasted work
             index = classes.to(semantic.device).long()[:, :, None, None].expand(-1, -1, *semantic.shape[-2:])
             semantic = torch.gather(semantic, 1, index)
-        return semantic.clamp(min=0)
+        return semantic if self.signed_class_maps else semantic.clamp(min=0)
 
     def coupled(self, layers: LayerSelection = None, classes: Tensor | None = None) -> Tensor:
-        """M_c = A* (x) S_c (rectified), B x K x h x w, for ``classes`` or all classes (Eq. 7)."""
+        """M_c = A* (x) S_c (``class_maps``), B x K x h x w, for ``classes`` or all classes (Eq. 7)."""
         return self.attention(layers).unsqueeze(1) * self.class_maps(classes)
 
     def maps(self, variant: Variant = "tscam", layers: LayerSelection = None, classes: Tensor | None = None) -> Tensor:
@@ -155,8 +159,8 @@ class Explanation:
         if isinstance(index, int):
             index = slice(index, index + 1)
         attention = None if self.layer_attention is None else self.layer_attention[index]
-        return Explanation(self.logits[index], attention, self.semantic[index])
+        return Explanation(self.logits[index], attention, self.semantic[index], self.signed_class_maps)
 
     def to(self, device: torch.device | str) -> Explanation:
         attention = None if self.layer_attention is None else self.layer_attention.to(device)
-        return Explanation(self.logits.to(device), attention, self.semantic.to(device))
+        return Explanation(self.logits.to(device), attention, self.semantic.to(device), self.signed_class_maps)

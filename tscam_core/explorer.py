@@ -195,7 +195,8 @@ class ExplainedImage:
     # --- maps and boxes ------------------------------------------------------------------
     def cam(self, variant: Variant, settings: Settings) -> Tensor:
         """The h x w map of ``variant`` for the selected class and layers (cached: thresholds reuse it)."""
-        key = (self.class_index(settings), settings.layers(self.depth))
+        # The sign convention is part of the key: copies of one explained image share this cache.
+        key = (self.class_index(settings), settings.layers(self.depth), self.explanation.signed_class_maps)
         cached_key, cams = self._cams
         if cached_key != key:
             cams = {}
