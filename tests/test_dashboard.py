@@ -415,3 +415,15 @@ def test_dockerfile_copies_what_exists_and_what_the_context_keeps():
 def test_dockerfile_passes_hadolint():
     finished = subprocess.run(["hadolint", str(DOCKERFILE)], capture_output=True, text=True, check=False)
     assert finished.returncode == 0, finished.stdout + finished.stderr
+
+
+def test_the_load_time_script_writes_its_table(tmp_path):
+    doc = tmp_path / "dashboard.md"
+    doc.write_text("# Dashboard\n\n<!-- load-time:start -->\nold\n<!-- load-time:end -->\n\nafter\n")
+    completed = subprocess.run([sys.executable, str(APP.parent.parent / "scripts" / "dashboard_load_time.py"),
+                                "--images", "3000", "--output", str(doc)], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    text = doc.read_text()
+    assert "\nold\n" not in text and text.endswith("after\n") and "a synthetic run of 3,000 images" in text
+    assert "`OMP_NUM_THREADS=1 python scripts/dashboard_load_time.py --images 3000`" in text
+    assert text.count("| failure browser") == 4 and "| overview, first run (read + charts) |" in text
