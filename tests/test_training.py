@@ -232,3 +232,12 @@ def test_best_is_the_epoch_of_best_swept_top1_loc_and_resume_validates_it_afresh
     for path in (copy / "best.safetensors", export):
         refreshed, _ = read_checkpoint(path)
         assert refreshed.evaluation["validation"] == info.evaluation["validation"]
+
+
+def test_fewer_training_images_than_a_batch_names_the_data(tmp_path, capsys):
+    data = make_dataset(tmp_path / "fashion")
+    config = tiny_config(data, tmp_path / "runs", "big-batch", batch_size=4096)
+    assert main(cli_args(config)) == 2
+    err = capsys.readouterr().err
+    assert str(data) in err and "fewer than one batch of 4096" in err and "stage" in err
+    assert not (tmp_path / "runs").exists()

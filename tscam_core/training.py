@@ -514,7 +514,8 @@ class Trainer:
         self.sampler = ResumableSampler(self.train_set, runtime.world_size, runtime.rank, config.seed)
         self.steps_per_epoch = len(self.sampler) // self.local_batch
         if self.steps_per_epoch == 0:
-            raise ValueError(f"{len(self.train_set)} training images are fewer than one batch of {config.batch_size}")
+            raise DatasetError(f"{len(self.train_set)} training images for the {stage.name} stage are fewer than one "
+                               f"batch of {config.batch_size}", str(config.data))
         self.optimizer = make_optimizer(self.model, config, stage.lr)
         self.scheduler = make_scheduler(self.optimizer, config, self.steps_per_epoch, stage.epochs)
 
