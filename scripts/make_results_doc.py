@@ -5,7 +5,8 @@
 
 One ``python -m tscam_core.evaluate`` run (run here as a subprocess, so the command shown in the
 document is the command that ran, less the ``--overwrite`` that lets it replace an older folder) holds Table 12's layer counts, Fig. 7's curve, Table 7's error
-analysis and MaxBoxAccV2 / PxAP. Table 5's other map variants (A* alone, S_c alone) get a run each,
+analysis and MaxBoxAccV2 / PxAP. Table 5's other map variants (A* alone, S_c alone, and TS-CAM with S_c
+coupled signed, as published) get a run each,
 at the CAM threshold their own map scores best with on the checkpoint's validation images, as the
 TS-CAM map's threshold was chosen in training: one shared threshold would favour one map. With
 ``--cnn-checkpoint`` (a CNN CAM trained by ``train/run.py --preset fashion-cnn --name fashion-cnn``) a second run gives
@@ -59,7 +60,11 @@ PAPER_TABLE7 = {  # Cls, M-Ins, Part, More, OT
     "InceptionV3 (CAM)": (26.39, None, 23.09, 5.52, 0.64),
     "TS-CAM (Deit-S)": (19.66, None, 6.30, 2.85, 0.01),
 }
-VARIANT_ROWS = (("trans_attention", "TransAttention"), ("trans_cam", "TransCAM"), ("tscam", "TS-CAM"))
+#: The row key of TS-CAM with S_c coupled signed, as the paper's Eq. 7 and the official code do.
+SIGNED = "tscam_signed"
+#: Table 5's transformer rows: (key, label, the paper's row it sits beside).
+VARIANT_ROWS = (("trans_attention", "TransAttention", "TransAttention"), ("trans_cam", "TransCAM", "TransCAM"),
+                ("tscam", "TS-CAM", "TS-CAM"), (SIGNED, "TS-CAM, S_c signed (Eq. 7 as published)", "TS-CAM"))
 ERRORS = ("cls", "m_ins", "part", "more", "ot")
 #: How the CAM row is produced when it was not: the training recipe, then this script with the checkpoint.
 CNN_TRAIN_COMMAND = "python train/run.py --preset fashion-cnn --name fashion-cnn"
@@ -110,14 +115,20 @@ def cam_threshold(args: argparse.Namespace, info: ModelInfo) -> float:
     return info.validated_threshold()
 
 
+def map_kind(key: str) -> tuple[str, bool]:
+    """A row's map: its variant, and whether S_c is coupled signed (the ``SIGNED`` row: TS-CAM as published)."""
+    return ("tscam", True) if key == SIGNED else (key, False)
+
+
 def evaluation_command(args: argparse.Namespace, checkpoint: str, out: Path, threshold: float,
                        variant: str | None = None) -> list[str]:
-    """The evaluation of ``checkpoint``'s own map, or of ``variant``, at CAM threshold ``threshold``."""
+    """The evaluation of ``checkpoint``'s own map, or of ``variant`` (a row key), at CAM threshold ``threshold``."""
     command = ["python", "-m", "tscam_core.evaluate", "--checkpoint", str(checkpoint), "--dataset",
                str(args.dataset), "--split", args.split, "--out", str(out), "--threshold", str(threshold),
                "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--device", args.device]
     if variant is not None:
-        command += ["--variant", variant]
+        name, signed = map_kind(variant)
+        command += ["--variant", name] + (["--signed-class-maps"] if signed else [])
     if args.limit:
         command += ["--limit", str(args.limit)]
     return command
@@ -136,8 +147,8 @@ def variant_thresholds(args: argparse.Namespace, model: TSCAM, variants: list[st
     _, validation = training_splits(config)
     loader = torch.utils.data.DataLoader(TorchWSOL(validation, model.info.transform), batch_size=args.batch_size,
                                          collate_fn=collate)
-    return {variant: float(validate(model, loader, config.thresholds(), config.threshold, variant=variant)
-                           ["best_threshold"]) for variant in variants}
+    return {key: float(validate(model, loader, config.thresholds(), config.threshold, variant=map_kind(key)[0],
+                                signed_class_maps=map_kind(key)[1])["best_threshold"]) for key in variants}
 
 
 def run_evaluation(args: argparse.Namespace, checkpoint: str, out: Path, threshold: float,
@@ -149,7 +160,8 @@ def run_evaluation(args: argparse.Namespace, checkpoint: str, out: Path, thresho
             settings, dataset = existing.summary["settings"], existing.summary["dataset"]
             if (existing.summary["checkpoint"].get("sha256") == file_sha256(Path(checkpoint))
                     and settings["cam_threshold"] == threshold
-                    and (variant is None or settings["variant"] == variant)
+                    and (variant is None or (settings["variant"], settings.get("signed_class_maps", False))
+                         == map_kind(variant))
                     and Path(dataset["path"]) == Path(args.dataset).resolve() and dataset["split"] == args.split
                     and settings.get("limit") == (args.limit or None)):  # the images the command evaluates
                 return existing, command
@@ -233,13 +245,15 @@ def variant_table(results: Results, variant_runs: dict[str, Evaluation]) -> tupl
     threshold where ``variant_runs`` has it, else from the main run at the main threshold."""
     main_threshold = results.summary["settings"]["cam_threshold"]
     lines = []
-    for key, label in VARIANT_ROWS:
+    for key, label, paper_label in VARIANT_ROWS:
         run = variant_runs.get(key)
-        if run is None:
-            v, threshold = results.metrics["variants"][key], main_threshold
-        else:
+        if run is not None:
             v, threshold = run.results.metrics, run.results.summary["settings"]["cam_threshold"]
-        ref = PAPER_TABLE5.get(f"{label} (Deit-S)", (None,) * 3)
+        elif key in results.metrics["variants"]:
+            v, threshold = results.metrics["variants"][key], main_threshold
+        else:  # a map the main run does not score (signed S_c) and no run of its own
+            continue
+        ref = PAPER_TABLE5.get(f"{paper_label} (Deit-S)", (None,) * 3)
         lines.append(row(label, pct(v["top1_loc"]), pct(v["top5_loc"]), pct(v["gt_known_loc"]), *map(paper, ref),
                          threshold))
     if not variant_runs:
@@ -248,7 +262,9 @@ def variant_table(results: Results, variant_runs: dict[str, Evaluation]) -> tupl
                        "the evaluated split to choose one on)."]
     note = ["Each row's CAM threshold is the one its own map scored best with (GT-known Loc) on the checkpoint's "
             "validation images, rebuilt from its recipe, as training chose TS-CAM's: never on the test split. "
-            "The rows other than TS-CAM come from their own runs:", "", "```"]
+            "The rows other than TS-CAM come from their own runs. The signed row couples S_c as the paper's Eq. 7 "
+            "and the official code do, without the rectification tscam applies (tscam_core/explanation.py says "
+            "why); the paper's figures beside it are its TS-CAM row:", "", "```"]
     note += [shlex.join(run.command) for run in variant_runs.values()]
     return lines, note + ["```"]
 
@@ -394,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         # Loading first refuses a checkpoint of the other family, with a CheckpointError naming it.
         tscam_model = load_model(args.checkpoint, family="tscam")
         tscam = evaluate_checkpoint(args, args.checkpoint, tscam_model, Path(args.results))
-        others = [key for key, _ in VARIANT_ROWS if key != tscam.results.summary["settings"]["variant"]]
+        others = [key for key, _, _ in VARIANT_ROWS if key != tscam.results.summary["settings"]["variant"]]
         variant_runs = {}
         for variant, threshold in variant_thresholds(args, tscam_model, others).items():
             results, command = run_evaluation(args, args.checkpoint, Path(f"{args.results}-{variant}"), threshold,

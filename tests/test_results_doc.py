@@ -37,7 +37,8 @@ def best_threshold_by_hand(checkpoint, config, variant: str) -> float:
     _, held = holdout_split(open_dataset(config.data, "train"), config.holdout, config.seed)
     batch = collate([TorchWSOL(held, model.info.transform)[i] for i in range(len(held))])
     explanation = model.explain(batch["image"])
-    maps = explanation.maps(variant, None, batch["label"][:, None])[:, 0]
+    explanation.signed_class_maps = variant == "tscam_signed"  # the results document's signed TS-CAM row
+    maps = explanation.maps("tscam" if explanation.signed_class_maps else variant, None, batch["label"][:, None])[:, 0]
     size = tuple(batch["image"].shape[-2:])
     hits = {t: sum(float(box_iou(predict_box(maps[k], size, t), batch["boxes"][k].numpy()).max()) >= 0.5
                    for k in range(len(held)))
@@ -51,8 +52,8 @@ def test_each_variant_gets_the_threshold_its_map_scores_best_with_on_validation(
     config, checkpoint = trained
     args = argparse.Namespace(threshold=None, split="test", batch_size=5)
     model = load_model(checkpoint)
-    chosen = script.variant_thresholds(args, model, ["trans_attention", "trans_cam"])
-    assert set(chosen) == {"trans_attention", "trans_cam"}
+    chosen = script.variant_thresholds(args, model, ["trans_attention", "trans_cam", script.SIGNED])
+    assert set(chosen) == {"trans_attention", "trans_cam", script.SIGNED}
     for variant, threshold in chosen.items():
         assert threshold == best_threshold_by_hand(checkpoint, config, variant), variant
     # A threshold given for all, or validation images that are the evaluated split: nothing is chosen.
@@ -73,16 +74,22 @@ def test_document_shows_each_variant_from_its_own_run(trained, tmp_path):
     text = doc.read_text()
     chosen = script.variant_thresholds(argparse.Namespace(threshold=None, split="test", batch_size=5),
                                        load_model(checkpoint), ["trans_attention", "trans_cam"])
-    for variant, label in (("trans_attention", "TransAttention"), ("trans_cam", "TransCAM")):
+    chosen.update(script.variant_thresholds(argparse.Namespace(threshold=None, split="test", batch_size=5),
+                                            load_model(checkpoint), [script.SIGNED]))
+    for variant, label in (("trans_attention", "TransAttention"), ("trans_cam", "TransCAM"),
+                           (script.SIGNED, "TS-CAM, S_c signed (Eq. 7 as published)")):
         run = script.load_results(tmp_path / "results" / f"tiny-{variant}")
-        assert run.summary["settings"]["variant"] == variant
+        assert (run.summary["settings"]["variant"], run.summary["settings"]["signed_class_maps"]) == \
+            script.map_kind(variant)
         assert run.summary["settings"]["cam_threshold"] == chosen[variant]
         m = run.metrics
         assert (f"| {label} | {100 * m['top1_loc']:.1f} | {100 * m['top5_loc']:.1f} | {100 * m['gt_known_loc']:.1f} |"
                 in text)
         assert text.splitlines()[[i for i, line in enumerate(text.splitlines())
                                   if line.startswith(f"| {label} |")][0]].endswith(f"| {chosen[variant]} |")
-        assert f"--threshold {chosen[variant]} --batch-size 6 --threads 1 --device cpu --variant {variant}" in text
+        name, signed = script.map_kind(variant)
+        flags = f"--variant {name}" + (" --signed-class-maps" if signed else "")
+        assert f"--threshold {chosen[variant]} --batch-size 6 --threads 1 --device cpu {flags}" in text
     main = script.load_results(results)
     assert f"| TS-CAM | {100 * main.metrics['top1_loc']:.1f} |" in text
     assert "never on the test split" in text

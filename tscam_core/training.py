@@ -150,9 +150,11 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
 
 @torch.no_grad()
 def validate(model: TSCAM | CNNCAM, loader: DataLoader, thresholds: list[float], threshold: float,
-             autocast_dtype: torch.dtype | None = None, variant: Variant | None = None) -> dict[str, Any]:
+             autocast_dtype: torch.dtype | None = None, variant: Variant | None = None,
+             signed_class_maps: bool = False) -> dict[str, Any]:
     """Top-1 classification and GT-known localization (official boxes, IoU >= 0.5) of one map
-    ``variant``: by default the model's own (TS-CAM's M_c, or a CNN's CAM).
+    ``variant``: by default the model's own (TS-CAM's M_c, or a CNN's CAM); class maps signed where
+    ``signed_class_maps`` (``Explanation.signed_class_maps``).
 
     Boxes are compared in the model-input frame, where the loader's boxes already are.
     """
@@ -168,6 +170,7 @@ def validate(model: TSCAM | CNNCAM, loader: DataLoader, thresholds: list[float],
         with autocast:
             explanation = model.explain(images)
         explanation = explanation.to("cpu")
+        explanation.signed_class_maps = signed_class_maps
         predicted = explanation.logits.argmax(dim=1)
         maps = explanation.maps(variant or explanation.variants[0], None, labels[:, None])[:, 0].float()
         size = tuple(images.shape[-2:])
