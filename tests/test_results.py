@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import numpy as np
 import pandas as pd
@@ -73,6 +75,18 @@ def test_round_trip(folder):
 def test_empty_run_round_trips(tmp_path):
     results = write_results(tmp_path / "empty", summary(num_images=0), [])
     assert len(results.per_image) == 0 and set(REQUIRED_COLUMNS) <= set(results.per_image.columns)
+
+
+def test_results_files_follow_the_umask(tmp_path):
+    """Written atomically through a temporary file, yet readable as any file: 0666 less the umask, not 0600."""
+    previous = os.umask(0o022)
+    try:
+        write_results(tmp_path / "run", summary(num_images=1), [row("a", True)])
+    finally:
+        os.umask(previous)
+    for name in (SUMMARY_FILE, TABLE_FILE):
+        assert stat.S_IMODE((tmp_path / "run" / name).stat().st_mode) == 0o644, name
+    assert [p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")] == []
 
 
 def test_missing_folder(tmp_path):

@@ -9,10 +9,8 @@ unpickle is refused, never run.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +23,7 @@ from torch import Tensor, nn
 
 from .cnn_cam import CNNCAM, create_cnn_cam
 from .errors import CheckpointError
+from .files import atomic_write
 from .model import TSCAM, HeadKind, create_tscam, infer_num_heads
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
@@ -113,13 +112,6 @@ def check_family(info: ModelInfo, wanted: Family | None, source: str) -> None:
                               f"but a {FAMILY_LABELS[wanted]} model is needed here")
 
 
-def default_file_mode(path: str | Path) -> None:
-    """Give a ``mkstemp`` file (always 0600) the mode a plain ``open`` would: 0666 less the umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def save_checkpoint(model: TSCAM | CNNCAM, info: ModelInfo, path: str | Path) -> Path:
     """Write weights and metadata to ``path`` atomically: a crash leaves the old file intact."""
     if family_of(model) != info.family:
@@ -128,16 +120,7 @@ def save_checkpoint(model: TSCAM | CNNCAM, info: ModelInfo, path: str | Path) ->
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata={METADATA_KEY: info.to_json()})
-        default_file_mode(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return path
+    return atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata={METADATA_KEY: info.to_json()}))
 
 
 def read_checkpoint(path: str | Path) -> tuple[ModelInfo, dict[str, Tensor]]:

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import TSCAMError
+from .files import atomic_write
 
 FORMAT_NAME = "tscam-results"
 FORMAT_VERSION = 1
@@ -159,9 +158,9 @@ def write_results(path: str | Path, summary: dict[str, Any], rows: pd.DataFrame 
     path.mkdir(parents=True, exist_ok=True)
     table = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows), columns=_columns(rows))
     summary = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **summary}
-    _atomic(path / TABLE_FILE, lambda temporary: table.to_parquet(temporary, index=False))
-    _atomic(path / SUMMARY_FILE,
-            lambda temporary: Path(temporary).write_text(json.dumps(plain(summary), indent=1), encoding="utf-8"))
+    atomic_write(path / TABLE_FILE, lambda temporary: table.to_parquet(temporary, index=False))
+    atomic_write(path / SUMMARY_FILE,
+                 lambda temporary: Path(temporary).write_text(json.dumps(plain(summary), indent=1), encoding="utf-8"))
     return load_results(path)
 
 
@@ -180,14 +179,3 @@ def plain(value: Any) -> Any:
 
 def _columns(rows: Sequence[dict]) -> list[str] | None:
     return None if rows else list(REQUIRED_COLUMNS)
-
-
-def _atomic(target: Path, write) -> None:
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)

@@ -18,7 +18,6 @@ import os
 import random
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -38,7 +37,6 @@ from .boxes import box_from_map, upsample_map
 from .checkpoint import (
     FAMILY_LABELS,
     ModelInfo,
-    default_file_mode,
     error_summary,
     load_state,
     read_checkpoint,
@@ -49,6 +47,7 @@ from .cnn_cam import CNNCAM, create_cnn_cam
 from .datasets import TorchWSOL, TrainTransform, WSOLDataset, collate, open_dataset
 from .errors import CheckpointError, DatasetError
 from .explanation import Variant
+from .files import atomic_write
 from .metrics import LocalizationAccumulator, Overlap, ThresholdCurve, largest_box_ious
 from .model import TSCAM, create_tscam
 from .pretraining import PlainFashion
@@ -228,23 +227,11 @@ def evaluate_split(model: TSCAM | CNNCAM, loader: DataLoader, num_classes: int, 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary file in the same folder, then rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(obj, temporary)
-        default_file_mode(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    atomic_write(path, lambda temporary: torch.save(obj, temporary))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as out:
-        out.write(text)
-    default_file_mode(temporary)
-    os.replace(temporary, path)
+    atomic_write(path, lambda temporary: Path(temporary).write_text(text))
 
 
 def rng_state() -> dict[str, Any]:
