@@ -25,9 +25,9 @@ if "shipped_default" not in st.session_state:  # a new session: start on the com
     st.session_state.chosen_folders = [str(p) for p in (given or [runs.SHIPPED_RUN])]
     st.session_state.shipped_default = given is None
 
-if st.session_state.shipped_default and not shipped.is_current():
-    st.session_state.shipped_default = False  # one attempt per session, not one per rerun
-    if not shipped.make_with_progress():
+if st.session_state.shipped_default:
+    st.session_state.shipped_default = False  # checked (and made) once per session, not once per rerun
+    if not shipped.is_current() and not shipped.make_with_progress():
         st.session_state.chosen_folders = []
 
 

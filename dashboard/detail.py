@@ -38,7 +38,7 @@ def explain_row(run: Run, row: dict) -> ExplainedImage:
         raise FileNotFoundError(f"the image {image} is not on this machine")
     explained = _explained(str(checkpoint), checkpoint.stat().st_mtime, str(image))
     truth = GroundTruth(np.asarray(list(row["gt_boxes"]), np.float32).reshape(-1, 4), int(row["gt_class"]))
-    signed = bool(run.summary.get("settings", {}).get("signed_class_maps", False))  # as the run scored its maps
+    signed = data.scored_map_settings(run.summary, explained.depth).signed_class_maps  # as the run scored its maps
     explanation = dataclasses.replace(explained.explanation, signed_class_maps=signed)
     return dataclasses.replace(explained, truth=truth, name=row["image_id"], explanation=explanation)
 
@@ -80,7 +80,7 @@ def _controls(run: Run, explained: ExplainedImage) -> Settings:
     first, second, third = st.columns(3)
     threshold = first.slider("CAM threshold", 0.0, 1.0, float(run.summary["settings"].get("cam_threshold", 0.1)),
                              0.01, key="detail_threshold")
-    start_mode, start_count, variant = data.scored_map_settings(run.summary, depth)
+    start_mode, start_count, variant, _ = data.scored_map_settings(run.summary, depth)
     count = second.slider("Blocks in A*", 1, depth, start_count, key="detail_layers") if depth > 1 else 1
     mode = second.radio("Which blocks", ["first", "last"], index=["first", "last"].index(start_mode),
                         horizontal=True, key="detail_layer_mode")

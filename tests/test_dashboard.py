@@ -126,13 +126,16 @@ def test_a_class_or_a_curve_point_without_images_is_not_drawn_as_zero(folders):
 
 def test_the_detail_starts_at_the_map_the_run_scored():
     def start(layers, variant="trans_cam"):
-        return data.scored_map_settings({"settings": {"layers": layers, "variant": variant}}, 6)
+        return data.scored_map_settings({"settings": {"layers": layers, "variant": variant}}, 6)[:3]
 
     assert start(None) == ("first", 6, "trans_cam") and start(2) == ("first", 2, "trans_cam")
     assert start("last:2") == ("last", 2, "trans_cam") and start([3, 4, 5]) == ("last", 3, "trans_cam")
     # What the controls cannot show (a gap between blocks) or cannot read starts at every block.
     assert start([0, 2]) == start("sideways") == start(9) == ("first", 6, "trans_cam")
-    assert start(None, variant="cam") == ("first", 6, "tscam") and data.scored_map_settings({}, 6) == ("first", 6, "tscam")
+    assert start(None, variant="cam") == ("first", 6, "tscam") and data.scored_map_settings({}, 6)[:3] == ("first", 6, "tscam")
+    # The sign convention of the run's class maps goes with it (older runs have none: rectified).
+    assert not data.scored_map_settings({}, 6).signed_class_maps
+    assert data.scored_map_settings({"settings": {"signed_class_maps": True}}, 6).signed_class_maps
 
 
 # ------------------------------------------------------------------ pages

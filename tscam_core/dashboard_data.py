@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -120,23 +121,33 @@ def per_class_frame(summary: Mapping) -> pd.DataFrame:
     return frame.sort_values(["gt_known", "class_name"], kind="stable").reset_index(drop=True)
 
 
-def scored_map_settings(summary: Mapping, depth: int) -> tuple[str, int, Variant]:
-    """The run's own map as the detail view's controls can show it: ("first" or "last", block count,
-    variant), so that the live map first shown is the one the run scored. A selection the controls
-    cannot express (a list of blocks) or cannot read starts at every block; an unknown variant at TS-CAM."""
+class ScoredMap(NamedTuple):
+    """The map a run scored, as the detail view's controls and live maps can show it."""
+
+    layer_mode: str  # "first" or "last"
+    layer_count: int
+    variant: Variant
+    signed_class_maps: bool
+
+
+def scored_map_settings(summary: Mapping, depth: int) -> ScoredMap:
+    """The run's own map, so that the live map first shown is the one the run scored. A selection the
+    controls cannot express (a list of blocks) or cannot read starts at every block; an unknown
+    variant at TS-CAM."""
     settings = summary.get("settings", {})
     variant = settings.get("variant", "tscam")
     variant = variant if variant in VARIANTS else "tscam"
+    signed = bool(settings.get("signed_class_maps", False))
     try:
         chosen = select_layers(depth, settings.get("layers"))
     except (TypeError, ValueError):
-        return "first", depth, variant
+        return ScoredMap("first", depth, variant, signed)
     count = len(chosen)
     if chosen == list(range(depth - count, depth)) and count < depth:
-        return "last", count, variant
+        return ScoredMap("last", count, variant, signed)
     if chosen == list(range(count)):
-        return "first", count, variant
-    return "first", depth, variant
+        return ScoredMap("first", count, variant, signed)
+    return ScoredMap("first", depth, variant, signed)
 
 
 def prepare_images(per_image: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:

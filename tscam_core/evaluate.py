@@ -792,8 +792,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = EvalSettings(
             cam_threshold=args.threshold, layers=args.layers, variant=args.variant or variants_for(model.depth)[0],
             signed_class_maps=args.signed_class_maps, iou_threshold=args.iou_threshold,
-            cam_curve_interval=args.cam_curve_interval, batch_size=args.batch_size, threads=args.threads, pool=args.pool, loader_workers=args.workers,
-            model_threads=args.model_threads, graph=not args.eager,
+            cam_curve_interval=args.cam_curve_interval, batch_size=args.batch_size, threads=args.threads,
+            pool=args.pool, loader_workers=args.workers, model_threads=args.model_threads, graph=not args.eager,
             thumbnails=args.thumbnails, limit=args.limit,
         )
         dataset = open_dataset(args.dataset, args.split, args.kind, args.on_error)
