@@ -2,9 +2,10 @@
 
     python scripts/dashboard_load_time.py [--images 50000] [--output docs/dashboard.md]
 
-Prints, and writes between the ``load-time`` markers of docs/dashboard.md, the seconds of: writing the run (not a dashboard cost), reading it cold (load_results and
-the filter columns), and each page's first (cold) and repeated (cached) script run under
-Streamlit's AppTest, which executes the real app script, widgets and all, without a browser.
+Prints, and writes between the ``load-time`` markers of docs/dashboard.md, the seconds of:
+reading the run cold (load_results and the filter columns), a filter change, and each page's
+first (cold) and repeated (cached) script run under Streamlit's AppTest, which executes the real
+app script, widgets and all, without a browser. Writing the run is printed too (not a dashboard cost).
 """
 
 from __future__ import annotations

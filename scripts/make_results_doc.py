@@ -4,13 +4,14 @@
         --dataset data/fashion-cluttered [--cnn-checkpoint runs/fashion-cnn/best.safetensors]
 
 One ``python -m tscam_core.evaluate`` run (run here as a subprocess, so the command shown in the
-document is the command that ran, less the ``--overwrite`` that lets it replace an older folder) holds Table 12's layer counts, Fig. 7's curve, Table 7's error
-analysis and MaxBoxAccV2 / PxAP. Table 5's other map variants (A* alone, S_c alone, and TS-CAM with S_c
-coupled signed, as published) get a run each,
-at the CAM threshold their own map scores best with on the checkpoint's validation images, as the
-TS-CAM map's threshold was chosen in training: one shared threshold would favour one map. With
-``--cnn-checkpoint`` (a CNN CAM trained by ``train/run.py --preset fashion-cnn --name fashion-cnn``) a second run gives
-Table 5's CAM row and a CAM row of Table 7; without it the CAM row says "not run" and gives the commands that would fill it.
+document is the command that ran, less the ``--overwrite`` that lets it replace an older folder)
+holds Table 12's layer counts, Fig. 7's curve, Table 7's error analysis and MaxBoxAccV2 / PxAP.
+Table 5's other map variants (A* alone, S_c alone, and TS-CAM with S_c coupled signed, as
+published) get a run each, at the CAM threshold their own map scores best with on the checkpoint's
+validation images, as the TS-CAM map's threshold was chosen in training: one shared threshold would
+favour one map. With ``--cnn-checkpoint`` (a CNN CAM trained by ``train/run.py --preset fashion-cnn
+--name fashion-cnn``) a second run gives Table 5's CAM row and a CAM row of Table 7; without it the
+CAM row says "not run" and gives the commands that would fill it.
 ``--reuse`` keeps an existing results folder made from the same checkpoint file (same SHA-256) on the
 same images (dataset, split and limit) at the same CAM threshold and map variant.
 Every number written comes from those folders; the paper's CUB-200-2011 figures are copied beside
@@ -147,8 +148,12 @@ def variant_thresholds(args: argparse.Namespace, model: TSCAM, variants: list[st
     _, validation = training_splits(config)
     loader = torch.utils.data.DataLoader(TorchWSOL(validation, model.info.transform), batch_size=args.batch_size,
                                          collate_fn=collate)
-    return {key: float(validate(model, loader, config.thresholds(), config.threshold, variant=map_kind(key)[0],
-                                signed_class_maps=map_kind(key)[1])["best_threshold"]) for key in variants}
+    chosen = {}
+    for key in variants:
+        variant, signed = map_kind(key)
+        chosen[key] = float(validate(model, loader, config.thresholds(), config.threshold, variant=variant,
+                                     signed_class_maps=signed)["best_threshold"])
+    return chosen
 
 
 def run_evaluation(args: argparse.Namespace, checkpoint: str, out: Path, threshold: float,
