@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import gradio as gr
+from gradio.utils import get_upload_folder, is_in_or_equal
 
 from tscam_core import (
     COLORMAPS,
@@ -33,6 +35,7 @@ from tscam_core import (
 from tscam_core.explorer import ExplainedImage, Explorer, Settings, default_threshold, read_examples
 
 HERE = Path(__file__).resolve().parent
+log = logging.getLogger("tscam.app")
 DEFAULT_CHECKPOINT = HERE / "checkpoints" / "tscam_fashion.safetensors"
 EXAMPLES_DIR = HERE / "examples"
 
@@ -42,7 +45,8 @@ CONCURRENCY = 2  # events run at once, all listeners together (2 CPU cores on a 
 # Every listener joins this one concurrency group: by default Gradio gives each listener its own,
 # so four listeners would run up to 4 x CONCURRENCY events at once.
 CONCURRENCY_GROUP = "explorer"
-MAX_UPLOAD = "25mb"
+MAX_UPLOAD_BYTES = 25 * 2**20  # uploads, and any file the demo reads
+NOT_UPLOADED = "Only images uploaded to this page, or its examples, can be explained."
 SESSION_CAPACITY = 200  # sessions whose cached explanation stays in memory
 STATE_TTL_S = 3600
 EXPORT_TTL_S = 600
@@ -74,22 +78,35 @@ opacity and colormap.
 """
 
 
-def hand_over_raw_files(image: gr.Image) -> gr.Image:
-    """Make ``image`` pass its uploaded file's path on unopened, for ``load_image`` to judge.
+def uploads_only(image: gr.Image) -> gr.Image:
+    """Make ``image`` pass on the path of a file Gradio stored from an upload or an example, and nothing else.
 
-    gr.Image opens the file itself and fails on a non-image with PIL's own words; the safe
-    loader names every bad file clearly and checks the pixel limit before decoding. (Not a
-    subclass: Gradio writes a .pyi stub next to any module that subclasses a component.)
+    Gradio 6 confines input files to its upload cache only for payloads tagged as FileData; a raw
+    API call without the tag can name any path on the server. Every path outside the cache (the
+    rule Gradio applies to component props: ``is_in_or_equal(path, get_upload_folder())``) gets one
+    refusal, the same whether it exists or not, before anything is opened. The path is handed on
+    unopened, for ``Explorer.explain`` to check its size and kind before reading and to name every
+    bad file clearly. (Not a subclass: Gradio writes a .pyi stub next to any module that subclasses
+    a component.)
     """
-    default = image.preprocess
 
-    def preprocess(payload: Any) -> Any:
-        if payload is not None and payload.path is not None:
-            return payload.path
-        return default(payload)
+    def preprocess(payload: Any) -> str | None:
+        if payload is None:
+            return None
+        path = payload.path
+        if not path or not is_in_or_equal(path, get_upload_folder()):
+            refuse(NOT_UPLOADED, f"path outside the upload cache: {str(path)[:200]!r}")
+        return path
 
     image.preprocess = preprocess
     return image
+
+
+def refuse(message: str, reason: str, title: str = "This file cannot be used") -> NoReturn:
+    """One line in the server's log and one message for the visitor; the traceback only at DEBUG."""
+    log.info("refused: %s (%s)", message, reason)
+    log.debug("refused input", exc_info=True)
+    raise gr.Error(message, title=title, print_exception=False)
 
 
 def settings_from(
@@ -116,7 +133,7 @@ def settings_from(
             )
         )
     except (TypeError, ValueError) as error:
-        raise gr.Error(str(error), title="Invalid setting") from error
+        refuse(str(error), "invalid setting", title="Invalid setting")
 
 
 def no_image() -> None:
@@ -151,7 +168,7 @@ class Handlers:
         try:
             explained = self.explorer.explain(path)
         except ImageError as error:
-            raise gr.Error(str(error), title="This file cannot be used") from error
+            refuse(str(error), "unusable image")
         settings = settings_from(
             explained, None, layer_mode, layer_count, threshold, variant, opacity, colormap
         )
@@ -194,7 +211,11 @@ class Handlers:
     def export(self, explained: ExplainedImage | None, *controls: Any) -> list[str]:
         """The overlay as PNG and the boxes, scores and settings as JSON, as files to download."""
         if explained is None:
-            raise gr.Error("Upload an image or pick an example first.", title="Nothing to export")
+            refuse(
+                "Upload an image or pick an example first.",
+                "export without an image",
+                title="Nothing to export",
+            )
         settings = settings_from(explained, *controls)
         result = explained.result(settings)
         folder = self._export_folder()
@@ -238,7 +259,7 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
         state = gr.State(None, time_to_live=STATE_TTL_S)
         with gr.Row():
             with gr.Column(scale=1):
-                image_input = hand_over_raw_files(
+                image_input = uploads_only(
                     gr.Image(
                         label="Image",
                         type="filepath",
@@ -370,7 +391,7 @@ def load_explorer(checkpoint: str | Path, examples_dir: str | Path = EXAMPLES_DI
     except DatasetError as error:
         print(f"app.py: examples skipped: {error}", file=sys.stderr)
         examples = []
-    return Explorer(model, examples)
+    return Explorer(model, examples, max_file_bytes=MAX_UPLOAD_BYTES)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -388,11 +409,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--port", type=int, default=None, help="port (default: GRADIO_SERVER_PORT or 7860)")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING"],
+        help="INFO logs one line per refused input; DEBUG adds its traceback",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(args.log_level)
     try:
         explorer = load_explorer(args.checkpoint, args.examples)
     except CheckpointError as error:
@@ -408,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         server_name=args.host,
         server_port=args.port,
         share=args.share,
-        max_file_size=MAX_UPLOAD,
+        max_file_size=MAX_UPLOAD_BYTES,
         state_session_capacity=SESSION_CAPACITY,
         show_error=True,
     )

@@ -47,9 +47,14 @@ class AppProcess:
     """``python app.py`` on the loopback address at a free port, stopped (and reaped) on exit."""
 
     def __init__(
-        self, checkpoint: str | Path, examples: str | Path | None = None, startup_timeout_s: float = 180
+        self,
+        checkpoint: str | Path,
+        examples: str | Path | None = None,
+        startup_timeout_s: float = 180,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.checkpoint, self.examples, self.startup_timeout_s = str(checkpoint), examples, startup_timeout_s
+        self.extra_env = dict(env or {})
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}/"
         self.process: subprocess.Popen | None = None
@@ -83,7 +88,7 @@ class AppProcess:
         ]
         if self.examples is not None:
             command += ["--examples", str(self.examples)]
-        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1", **self.extra_env}
         self.process = subprocess.Popen(
             command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=env
         )

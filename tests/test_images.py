@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import re
 import time
 import tracemalloc
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 from PIL import Image
 
 from tscam_core import MAX_PIXELS, ImageError, load_image
+from tscam_core.images import read_file
 from tscam_core.testing.bad_files import (
     animated_gif,
     cmyk_jpeg,
@@ -173,3 +176,18 @@ def test_a_huge_file_is_refused_without_reading_it(tmp_path: Path):
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 10_000_000
+
+
+def test_read_file_judges_kind_and_size_before_opening(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)  # opening it to read would block
+    for path in (fifo, tmp_path, tmp_path / "missing.png"):
+        with pytest.raises(ImageError, match=f"^no image file at {re.escape(str(path))}$"):
+            read_file(path)
+    sparse = tmp_path / "huge.png"
+    with open(sparse, "wb") as file:
+        file.truncate(2**40)  # a terabyte that takes no disk
+    with pytest.raises(ImageError, match="1,099,511,627,776 bytes, over the file size limit of 1,000"):
+        read_file(sparse, max_bytes=1000)
+    (tmp_path / "small.bin").write_bytes(b"x" * 1000)
+    assert read_file(tmp_path / "small.bin", max_bytes=1000) == b"x" * 1000

@@ -28,7 +28,7 @@ from .boxes import predict_box, upsample_map
 from .checkpoint import ModelInfo
 from .errors import DatasetError, ImageError
 from .explanation import VARIANT_LABELS, VARIANTS, Explanation, LayerSelection, Variant, select_layers
-from .images import DECODE_ERRORS, load_image
+from .images import DECODE_ERRORS, MAX_FILE_BYTES, load_image, read_file
 from .localize import explain_images
 from .metrics import box_iou
 from .model import TSCAM
@@ -420,13 +420,16 @@ class Explorer:
     Safe to share between sessions: TSCAM.explain records only its own thread's attention.
     """
 
-    def __init__(self, model: TSCAM, examples: Sequence[Example] = ()) -> None:
+    def __init__(
+        self, model: TSCAM, examples: Sequence[Example] = (), max_file_bytes: int = MAX_FILE_BYTES
+    ) -> None:
         if not isinstance(model, TSCAM):
             raise TypeError(f"the explorer shows a transformer's attention maps; {type(model).__name__} is not a "
                             "TS-CAM model (load CNN CAM checkpoints with tscam_core.evaluate instead)")
         self.model = model
         self.info: ModelInfo = model.info
         self.examples = list(examples)
+        self.max_file_bytes = max_file_bytes
         self._truths = {digest(example.path.read_bytes()): example.truth for example in self.examples}
 
     @property
@@ -436,10 +439,7 @@ class Explorer:
     def explain(self, source: str | Path | bytes, name: str | None = None) -> ExplainedImage:
         """Load any image source safely (raising ImageError), explain it, attach its GT if it is an example."""
         if isinstance(source, (str, Path)):
-            path = Path(source)
-            if not path.is_file():
-                raise ImageError(f"no image file at {path}")
-            data, name = path.read_bytes(), name or path.name
+            data, name = read_file(source, self.max_file_bytes), name or Path(source).name
         else:
             data = bytes(source)
         name = name or "image"

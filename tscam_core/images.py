@@ -7,6 +7,8 @@ decompression bomb costs nothing.
 from __future__ import annotations
 
 import io
+import os
+import stat
 import struct
 import warnings
 from pathlib import Path
@@ -59,15 +61,33 @@ def source_name(source: ImageSource) -> str:
     return "the image" if isinstance(source, (Image.Image, np.ndarray)) else "the upload"
 
 
+def read_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``, judged from its metadata before it is opened.
+
+    A directory, a FIFO or a device is never opened (a FIFO would block the reader), and a file
+    over the limit is never read: the caller may be serving strangers.
+    """
+    try:
+        status = os.stat(path)
+    except (OSError, ValueError):  # missing, unreadable folder, or a NUL in the name
+        status = None
+    if status is None or not stat.S_ISREG(status.st_mode):
+        raise ImageError(f"no image file at {path}")
+    if status.st_size > max_bytes:
+        raise ImageError(f"{path} is {status.st_size:,} bytes, over the file size limit of {max_bytes:,}")
+    try:
+        with open(path, "rb") as file:
+            data = file.read(max_bytes + 1)
+    except OSError as error:
+        raise ImageError(f"{path} could not be read: {error.strerror or error}") from error
+    if len(data) > max_bytes:  # grew since it was measured
+        raise ImageError(f"{path} is over the file size limit of {max_bytes:,} bytes")
+    return data
+
+
 def _open(source: str | Path | bytes | BinaryIO, name: str) -> Image.Image:
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise ImageError(f"no image file at {name}")
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ImageError(f"{name} is {size:,} bytes, over the file size limit of {MAX_FILE_BYTES:,}")
-        data: BinaryIO = io.BytesIO(path.read_bytes())
+        data: BinaryIO = io.BytesIO(read_file(source))
     elif isinstance(source, (bytes, bytearray)):
         data = io.BytesIO(source)
     else:
