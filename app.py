@@ -30,8 +30,10 @@ from tscam_core import (
     CheckpointError,
     DatasetError,
     ImageError,
+    MapSpec,
     load_model,
 )
+from tscam_core.explanation import blocks_of
 from tscam_core.explorer import ExplainedImage, Explorer, Settings, default_threshold, read_examples
 
 HERE = Path(__file__).resolve().parent
@@ -124,10 +126,8 @@ def settings_from(
         return explained.check(
             Settings(
                 class_index=None if class_index in (None, "") else int(class_index),
-                layer_mode=layer_mode,
-                layer_count=int(layer_count),
+                map=MapSpec(variant, blocks_of(layer_mode, int(layer_count), explained.depth)),
                 threshold=float(threshold),
-                variant=variant,
                 opacity=float(opacity),
                 colormap=colormap,
             )

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from benchmarks.measure import Budget, photo
 from benchmarks.report import Goal, Row, Skipped
-from tscam_core import TSCAM
+from tscam_core import TSCAM, MapSpec
 
 CONTROL_GOAL_MS = Goal("<=", 50.0)
 UPLOAD_GOAL_MS = Goal("<=", 1000.0)
@@ -83,8 +83,8 @@ def demo_latency(model: TSCAM, label: str, budget: Budget) -> list[Row]:
     explained = explorer.explain(jpeg_bytes(*CONTROL_IMAGE), name="control.jpg")
     other_class = explained.ranked_classes(2)[-1].index
     thresholds = itertools.cycle([Settings(threshold=t) for t in (0.2, 0.3, 0.05, 0.1)])
-    views = itertools.cycle([Settings(class_index=other_class), Settings(layer_count=1, layer_mode="first"),
-                    Settings(variant="trans_attention"), Settings(variant="trans_cam"),
+    views = itertools.cycle([Settings(class_index=other_class), Settings(map=MapSpec("tscam", "first:1")),
+                    Settings(map=MapSpec("trans_attention")), Settings(map=MapSpec("trans_cam")),
                     Settings(opacity=0.7), Settings(colormap="viridis"), Settings()])
     count = 7 * budget.repeats
     threshold_times = _latencies(lambda: move_box(explained, next(thresholds)), count, budget.warmup)

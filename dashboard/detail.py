@@ -15,6 +15,7 @@ import streamlit as st
 from dashboard.runs import Run
 from tscam_core import dashboard_data as data
 from tscam_core.errors import TSCAMError
+from tscam_core.explanation import as_mode_and_count, blocks_of
 from tscam_core.explorer import MAP_NAMES, ExplainedImage, Explorer, GroundTruth, Settings
 from tscam_core.loading import load_model
 
@@ -38,9 +39,7 @@ def explain_row(run: Run, row: dict) -> ExplainedImage:
         raise FileNotFoundError(f"the image {image} is not on this machine")
     explained = _explained(str(checkpoint), checkpoint.stat().st_mtime, str(image))
     truth = GroundTruth(np.asarray(list(row["gt_boxes"]), np.float32).reshape(-1, 4), int(row["gt_class"]))
-    signed = data.scored_map_settings(run.summary, explained.depth).signed_class_maps  # as the run scored its maps
-    explanation = dataclasses.replace(explained.explanation, signed_class_maps=signed)
-    return dataclasses.replace(explained, truth=truth, name=row["image_id"], explanation=explanation)
+    return dataclasses.replace(explained, truth=truth, name=row["image_id"])
 
 
 def show(run: Run, row: dict) -> None:
@@ -80,11 +79,13 @@ def _controls(run: Run, explained: ExplainedImage) -> Settings:
     first, second, third = st.columns(3)
     threshold = first.slider("CAM threshold", 0.0, 1.0, float(run.summary["settings"].get("cam_threshold", 0.1)),
                              0.01, key="detail_threshold")
-    start_mode, start_count, variant, _ = data.scored_map_settings(run.summary, depth)
+    scored = data.scored_map(run.summary, depth)
+    start_mode, start_count = as_mode_and_count(scored.blocks, depth)
     count = second.slider("Blocks in A*", 1, depth, start_count, key="detail_layers") if depth > 1 else 1
     mode = second.radio("Which blocks", ["first", "last"], index=["first", "last"].index(start_mode),
                         horizontal=True, key="detail_layer_mode")
     labels = {c.index: f"{c.name} ({c.score:.1%})" for c in explained.ranked_classes()}
     chosen = third.selectbox("Map of class", list(labels), format_func=labels.__getitem__,
                              key=f"detail_class_{explained.name}")
-    return Settings(class_index=chosen, layer_mode=mode, layer_count=count, threshold=threshold, variant=variant)
+    spec = dataclasses.replace(scored, blocks=blocks_of(mode, count, depth))
+    return Settings(class_index=chosen, map=spec, threshold=threshold)

@@ -21,6 +21,7 @@ them for reference only.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -39,6 +40,7 @@ from tscam_core.cnn_cam import CNNCAM  # noqa: E402
 from tscam_core.datasets import TorchWSOL, collate  # noqa: E402
 from tscam_core.errors import TSCAMError  # noqa: E402
 from tscam_core.evaluate import file_sha256  # noqa: E402
+from tscam_core.explanation import MapSpec  # noqa: E402
 from tscam_core.loading import load_model  # noqa: E402
 from tscam_core.model import TSCAM  # noqa: E402
 from tscam_core.recipes import TrainConfig  # noqa: E402
@@ -61,11 +63,12 @@ PAPER_TABLE7 = {  # Cls, M-Ins, Part, More, OT
     "InceptionV3 (CAM)": (26.39, None, 23.09, 5.52, 0.64),
     "TS-CAM (Deit-S)": (19.66, None, 6.30, 2.85, 0.01),
 }
-#: The row key of TS-CAM with S_c coupled signed, as the paper's Eq. 7 and the official code do.
-SIGNED = "tscam_signed"
-#: Table 5's transformer rows: (key, label, the paper's row it sits beside).
-VARIANT_ROWS = (("trans_attention", "TransAttention", "TransAttention"), ("trans_cam", "TransCAM", "TransCAM"),
-                ("tscam", "TS-CAM", "TS-CAM"), (SIGNED, "TS-CAM, S_c signed (Eq. 7 as published)", "TS-CAM"))
+#: TS-CAM with S_c coupled signed, as the paper's Eq. 7 and the official code do.
+SIGNED = MapSpec("tscam", signed=True)
+#: Table 5's transformer rows: (map, label, the paper's row it sits beside).
+VARIANT_ROWS = ((MapSpec("trans_attention"), "TransAttention", "TransAttention"),
+                (MapSpec("trans_cam"), "TransCAM", "TransCAM"), (MapSpec("tscam"), "TS-CAM", "TS-CAM"),
+                (SIGNED, "TS-CAM, S_c signed (Eq. 7 as published)", "TS-CAM"))
 ERRORS = ("cls", "m_ins", "part", "more", "ot")
 #: How the CAM row is produced when it was not: the training recipe, then this script with the checkpoint.
 CNN_TRAIN_COMMAND = "python train/run.py --preset fashion-cnn --name fashion-cnn"
@@ -116,26 +119,31 @@ def cam_threshold(args: argparse.Namespace, info: ModelInfo) -> float:
     return info.validated_threshold()
 
 
-def map_kind(key: str) -> tuple[str, bool]:
-    """A row's map: its variant, and whether S_c is coupled signed (the ``SIGNED`` row: TS-CAM as published)."""
-    return ("tscam", True) if key == SIGNED else (key, False)
+def map_flags(spec: MapSpec) -> list[str]:
+    """The evaluation command's options that select ``spec``."""
+    return (["--variant", spec.variant] + ([] if spec.blocks == "all" else ["--layers", str(spec.record()["layers"])])
+            + (["--signed-class-maps"] if spec.signed else []))
+
+
+def results_folder(results: str, spec: MapSpec) -> Path:
+    """Where a row's own run goes: ``results/benchmark-trans_cam``, ``results/benchmark-tscam_signed``."""
+    return Path(f"{results}-{spec.key.replace('+', '_')}")
 
 
 def evaluation_command(args: argparse.Namespace, checkpoint: str, out: Path, threshold: float,
-                       variant: str | None = None) -> list[str]:
-    """The evaluation of ``checkpoint``'s own map, or of ``variant`` (a row key), at CAM threshold ``threshold``."""
+                       spec: MapSpec | None = None) -> list[str]:
+    """The evaluation of ``checkpoint``'s own map, or of ``spec``, at CAM threshold ``threshold``."""
     command = ["python", "-m", "tscam_core.evaluate", "--checkpoint", str(checkpoint), "--dataset",
                str(args.dataset), "--split", args.split, "--out", str(out), "--threshold", str(threshold),
                "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--device", args.device]
-    if variant is not None:
-        name, signed = map_kind(variant)
-        command += ["--variant", name] + (["--signed-class-maps"] if signed else [])
+    if spec is not None:
+        command += map_flags(spec)
     if args.limit:
         command += ["--limit", str(args.limit)]
     return command
 
 
-def variant_thresholds(args: argparse.Namespace, model: TSCAM, variants: list[str]) -> dict[str, float]:
+def variant_thresholds(args: argparse.Namespace, model: TSCAM, specs: list[MapSpec]) -> dict[MapSpec, float]:
     """Each of ``variants``' CAM threshold, chosen as training chose the model's own map's: best GT-known Loc
     on the checkpoint's validation images, rebuilt from its recipe. Empty when --threshold fixes one for
     all, or when the recipe names no validation images apart from the evaluated split (choosing there
@@ -149,24 +157,21 @@ def variant_thresholds(args: argparse.Namespace, model: TSCAM, variants: list[st
     loader = torch.utils.data.DataLoader(TorchWSOL(validation, model.info.transform), batch_size=args.batch_size,
                                          collate_fn=collate)
     chosen = {}
-    for key in variants:
-        variant, signed = map_kind(key)
-        chosen[key] = float(validate(model, loader, config.thresholds(), config.threshold, variant=variant,
-                                     signed_class_maps=signed)["best_threshold"])
+    for spec in specs:
+        chosen[spec] = float(validate(model, loader, config.thresholds(), config.threshold, spec=spec)["best_threshold"])
     return chosen
 
 
 def run_evaluation(args: argparse.Namespace, checkpoint: str, out: Path, threshold: float,
-                   variant: str | None = None) -> tuple[Results, list[str]]:
-    command = evaluation_command(args, checkpoint, out, threshold, variant)
+                   spec: MapSpec | None = None) -> tuple[Results, list[str]]:
+    command = evaluation_command(args, checkpoint, out, threshold, spec)
     if args.reuse and (out / "summary.json").is_file():
         try:
             existing = load_results(out)
             settings, dataset = existing.summary["settings"], existing.summary["dataset"]
             if (existing.summary["checkpoint"].get("sha256") == file_sha256(Path(checkpoint))
                     and settings["cam_threshold"] == threshold
-                    and (variant is None or (settings["variant"], settings.get("signed_class_maps", False))
-                         == map_kind(variant))
+                    and (spec is None or MapSpec.from_record(settings) == spec)
                     and Path(dataset["path"]) == Path(args.dataset).resolve() and dataset["split"] == args.split
                     and settings.get("limit") == (args.limit or None)):  # the images the command evaluates
                 return existing, command
@@ -245,17 +250,18 @@ def fig7(results: Results, path: Path) -> None:
     figure.write_image(str(path))
 
 
-def variant_table(results: Results, variant_runs: dict[str, Evaluation]) -> tuple[list[str], list[str]]:
+def variant_table(results: Results, variant_runs: dict[MapSpec, Evaluation]) -> tuple[list[str], list[str]]:
     """Table 5's transformer rows and their note: each variant from its own run at its own validated
     threshold where ``variant_runs`` has it, else from the main run at the main threshold."""
     main_threshold = results.summary["settings"]["cam_threshold"]
+    main = MapSpec.from_record(results.summary["settings"])
     lines = []
-    for key, label, paper_label in VARIANT_ROWS:
-        run = variant_runs.get(key)
+    for spec, label, paper_label in VARIANT_ROWS:
+        run = variant_runs.get(spec)
         if run is not None:
             v, threshold = run.results.metrics, run.results.summary["settings"]["cam_threshold"]
-        elif key in results.metrics["variants"]:
-            v, threshold = results.metrics["variants"][key], main_threshold
+        elif spec == dataclasses.replace(main, variant=spec.variant) and spec.variant in results.metrics["variants"]:
+            v, threshold = results.metrics["variants"][spec.variant], main_threshold
         else:  # a map the main run does not score (signed S_c) and no run of its own
             continue
         ref = PAPER_TABLE5.get(f"{paper_label} (Deit-S)", (None,) * 3)
@@ -276,7 +282,7 @@ def variant_table(results: Results, variant_runs: dict[str, Evaluation]) -> tupl
 
 def render(results: Results, command: list[str], script_command: str, figure: Path, doc: Path,
            cnn: Evaluation | None = None, tscam: Evaluation | None = None,
-           variant_runs: dict[str, Evaluation] | None = None) -> str:
+           variant_runs: dict[MapSpec, Evaluation] | None = None) -> str:
     """The document; ``cnn`` fills Table 5's CAM row, ``tscam`` (this run's checkpoint) sizes and recipes it,
     ``variant_runs`` (map variant -> its run at its own validated threshold) give Table 5's other rows."""
     s = results.summary
@@ -415,12 +421,13 @@ def main(argv: list[str] | None = None) -> int:
         # Loading first refuses a checkpoint of the other family, with a CheckpointError naming it.
         tscam_model = load_model(args.checkpoint, family="tscam")
         tscam = evaluate_checkpoint(args, args.checkpoint, tscam_model, Path(args.results))
-        others = [key for key, _, _ in VARIANT_ROWS if key != tscam.results.summary["settings"]["variant"]]
+        main = MapSpec.from_record(tscam.results.summary["settings"])
+        others = [spec for spec, _, _ in VARIANT_ROWS if spec != main]
         variant_runs = {}
-        for variant, threshold in variant_thresholds(args, tscam_model, others).items():
-            results, command = run_evaluation(args, args.checkpoint, Path(f"{args.results}-{variant}"), threshold,
-                                              variant)
-            variant_runs[variant] = Evaluation(results, command, tscam.parameters, tscam.info)
+        for spec, threshold in variant_thresholds(args, tscam_model, others).items():
+            results, command = run_evaluation(args, args.checkpoint, results_folder(args.results, spec), threshold,
+                                              spec)
+            variant_runs[spec] = Evaluation(results, command, tscam.parameters, tscam.info)
         cnn = (evaluate_checkpoint(args, args.cnn_checkpoint, load_model(args.cnn_checkpoint, family="cnn_cam"),
                                    Path(args.cnn_results))
                if args.cnn_checkpoint else None)

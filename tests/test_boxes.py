@@ -9,6 +9,7 @@ import torch
 
 from tscam_core import (
     Explanation,
+    MapSpec,
     box_from_map,
     boxes,
     boxes_from_map,
@@ -126,10 +127,10 @@ def test_localize_upsamples_the_chosen_map_and_boxes_it():
     semantic = torch.ones(2, 3, 4, 4)
     semantic[1, 2, :, :] = torch.arange(16.0).reshape(4, 4)
     explanation = Explanation(torch.tensor([[0.0, 1.0, 2.0], [2.0, 0.0, 1.0]]), attention, semantic)
-    result = localize(explanation, 2, (40, 60), threshold=0.5, variant="tscam", layers="last:2", image_index=1)
+    result = localize(explanation, 2, (40, 60), threshold=0.5, spec=MapSpec("tscam", "last:2"), image_index=1)
     assert result.class_index == 2 and result.map01.shape == (40, 60)
     assert result.score == pytest.approx(torch.tensor([2.0, 0.0, 1.0]).softmax(0)[2].item())
-    cam = explanation.select(1).maps("tscam", "last:2", torch.tensor([[2]]))[0, 0]
+    cam = explanation.select(1).maps(MapSpec("tscam", "last:2"), torch.tensor([[2]]))[0, 0]
     np.testing.assert_allclose(result.map01, upsample_map(cam, (40, 60)))
     np.testing.assert_array_equal(result.box, box_from_map(result.map01, 0.5))
     assert result.box[0] < 10 and result.box[1] >= 15 and result.box[3] == 40  # bottom-left, as attended

@@ -22,6 +22,7 @@ from tscam_core import (
     CNNCAM,
     TSCAM,
     CheckpointError,
+    MapSpec,
     ModelInfo,
     Preprocess,
     build_model,
@@ -77,12 +78,12 @@ def test_explanation_has_only_the_cam_variant():
     explanation = make_cnn().explain(torch.randn(2, 3, 32, 32))
     assert explanation.layer_attention is None and explanation.depth == 0 and explanation.variants == ("cam",)
     classes = torch.tensor([[4, 1], [0, 0]])
-    picked = explanation.maps("cam", classes=classes)
+    picked = explanation.maps(MapSpec("cam"), classes=classes)
     rectified = explanation.semantic.clamp(min=0)
     assert torch.equal(picked[0, 0], rectified[0, 4]) and torch.equal(picked[0, 1], rectified[0, 1])
     for variant in ("tscam", "trans_attention", "trans_cam"):
         with pytest.raises(ValueError, match=f"'{variant}' does not exist for a CNN CAM model"):
-            explanation.maps(variant)
+            explanation.maps(MapSpec(variant))
     with pytest.raises(ValueError, match="no attention"):
         explanation.attention()
     one = explanation.select(1)
@@ -90,7 +91,7 @@ def test_explanation_has_only_the_cam_variant():
     assert explanation.to("cpu").layer_attention is None
     # A TS-CAM explanation has no "cam" variant: its class maps alone are TransCAM.
     with pytest.raises(ValueError, match="'cam' does not exist for a TS-CAM model"):
-        make_tiny_model().explain(torch.randn(1, 3, 32, 32)).maps("cam")
+        make_tiny_model().explain(torch.randn(1, 3, 32, 32)).maps(MapSpec("cam"))
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -202,7 +203,7 @@ def test_evaluation_scores_the_cam_only(trained, dataset, tmp_path, capsys):
     preprocess = model.info.transform
     for index, row in table.head(4).iterrows():
         image, sample = split.load(index)
-        found = localize(explain_images(model, [image]), sample.label, preprocess.input_size, 0.1, variant="cam")
+        found = localize(explain_images(model, [image]), sample.label, preprocess.input_size, 0.1, spec=MapSpec("cam"))
         _, gts = preprocess.geometry(image, sample.boxes)
         assert row["gt_known_iou"] == pytest.approx(float(box_iou(found.box, gts).max()), abs=1e-6)
 
@@ -212,7 +213,7 @@ def test_evaluation_refuses_settings_a_cnn_does_not_have(trained, dataset, tmp_p
     with pytest.raises(ValueError, match=r"map variant 'tscam' does not exist for a CNN CAM model \(no attention\); choose one of cam"):
         evaluate(model, split, tmp_path / "a", EvalSettings(), progress=False)
     with pytest.raises(ValueError, match="no attention blocks"):
-        evaluate(model, split, tmp_path / "b", EvalSettings(variant="cam", layers=2), progress=False)
+        evaluate(model, split, tmp_path / "b", EvalSettings(map=MapSpec("cam", "first:2")), progress=False)
     assert not np.any([(tmp_path / name).exists() for name in ("a", "b")])
 
 
@@ -229,7 +230,7 @@ def test_results_document_fills_the_cam_row(trained, dataset, tmp_path):
     tscam_model.info = tiny_info(num_classes=split.num_classes)
     tscam = evaluate(tscam_model, split, tmp_path / "tscam", settings, progress=False)
     cnn_model = load_model(trained / "best.safetensors", family="cnn_cam")
-    cnn = evaluate(cnn_model, split, tmp_path / "cnn", dataclasses.replace(settings, variant="cam"), progress=False)
+    cnn = evaluate(cnn_model, split, tmp_path / "cnn", dataclasses.replace(settings, map=MapSpec("cam")), progress=False)
     command = ["python", "-m", "tscam_core.evaluate", "--out", "x"]
     args = (tscam, command, "python scripts/make_results_doc.py", tmp_path / "fig7.png", tmp_path / "results.md")
 

@@ -23,8 +23,8 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.runs import command_line_folders
 from dashboard.synthetic import write_synthetic
+from tscam_core import MapSpec, save_checkpoint
 from tscam_core import dashboard_data as data
-from tscam_core import save_checkpoint
 from tscam_core.explorer import Explorer, GroundTruth, Settings
 from tscam_core.loading import load_model
 
@@ -126,16 +126,18 @@ def test_a_class_or_a_curve_point_without_images_is_not_drawn_as_zero(folders):
 
 def test_the_detail_starts_at_the_map_the_run_scored():
     def start(layers, variant="trans_cam"):
-        return data.scored_map_settings({"settings": {"layers": layers, "variant": variant}}, 6)[:3]
+        return data.scored_map({"settings": {"layers": layers, "variant": variant}}, 6)
 
-    assert start(None) == ("first", 6, "trans_cam") and start(2) == ("first", 2, "trans_cam")
-    assert start("last:2") == ("last", 2, "trans_cam") and start([3, 4, 5]) == ("last", 3, "trans_cam")
+    assert start(None) == MapSpec("trans_cam") and start("first:2") == MapSpec("trans_cam", "first:2")
+    assert start(2) == MapSpec("trans_cam", "first:2")  # what tscam 0.1 wrote for --layers 2
+    assert start("last:2") == MapSpec("trans_cam", "last:2") and start([3, 4, 5]) == MapSpec("trans_cam", (3, 4, 5))
     # What the controls cannot show (a gap between blocks) or cannot read starts at every block.
-    assert start([0, 2]) == start("sideways") == start(9) == ("first", 6, "trans_cam")
-    assert start(None, variant="cam") == ("first", 6, "tscam") and data.scored_map_settings({}, 6)[:3] == ("first", 6, "tscam")
+    assert start([0, 2]) == start("sideways") == start(9) == start(True) == MapSpec("trans_cam")
+    assert start(None, variant="cam") == data.scored_map({}, 6) == MapSpec("tscam")
     # The sign convention of the run's class maps goes with it (older runs have none: rectified).
-    assert not data.scored_map_settings({}, 6).signed_class_maps
-    assert data.scored_map_settings({"settings": {"signed_class_maps": True}}, 6).signed_class_maps
+    assert not data.scored_map({}, 6).signed
+    assert data.scored_map({"settings": {"signed_class_maps": True}}, 6).signed
+    assert not data.scored_map({"settings": {"signed_class_maps": "yes"}}, 6).signed
 
 
 # ------------------------------------------------------------------ pages
@@ -218,7 +220,7 @@ def test_detail_starts_at_the_runs_own_layers_and_variant(monkeypatch, folders, 
     explained = Explorer(load_model(folders["checkpoint"])).explain(folders["root"] / "data" / row["image_path"])
     explained = dataclasses.replace(explained, truth=GroundTruth(np.stack(row["gt_boxes"]).astype(np.float32)))
     top1 = explained.ranked_classes(1)[0].index
-    settings = Settings(class_index=top1, layer_mode="first", layer_count=1, threshold=0.1, variant="trans_attention")
+    settings = Settings(class_index=top1, threshold=0.1, map=MapSpec("trans_attention", "first:1"))
     assert app.metric[0].value == f"{explained.result(settings).iou:.3f}"
 
 

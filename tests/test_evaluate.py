@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from PIL import Image
 
 from tscam_core import (
     DatasetError,
+    MapSpec,
     box_from_map,
     boxes_from_map,
     explain_images,
@@ -129,10 +131,10 @@ def test_each_row_matches_the_one_image_path(run, dataset_root):
         np.testing.assert_allclose(list(row["gt_known_box"]),
                                    preprocess.boxes_to_original(found.box, image.size)[0], atol=1e-4)
         for k in range(1, model.depth + 1):
-            layer_box = localize(explanation, sample.label, preprocess.input_size, 0.1, layers=k).box
+            layer_box = localize(explanation, sample.label, preprocess.input_size, 0.1, MapSpec("tscam", f"first:{k}")).box
             assert row[f"gt_known_layers_{k}"] == (box_iou(layer_box, gts).max() >= 0.5)
         for name in ("trans_attention", "trans_cam"):
-            variant_box = localize(explanation, sample.label, preprocess.input_size, 0.1, variant=name).box
+            variant_box = localize(explanation, sample.label, preprocess.input_size, 0.1, MapSpec(name)).box
             assert row[f"gt_known_{name}"] == (box_iou(variant_box, gts).max() >= 0.5)
         top = explanation.top_classes(5)[1][0].tolist()
         assert list(row["top5_classes"]) == top
@@ -263,9 +265,14 @@ def test_a_cuda_device_on_a_machine_without_one_is_named(monkeypatch, tmp_path, 
 
 
 def test_layer_argument_parsing():
-    assert parse_layers(None) is None and parse_layers("all") is None
-    assert parse_layers("2") == 2 and parse_layers("last:3") == "last:3"
-    assert parse_layers("0,3,5") == [0, 3, 5] and parse_layers("-1") == [-1]
+    assert parse_layers("all") == "all" and parse_layers("last:3") == "last:3"
+    assert parse_layers("0,3,5") == (0, 3, 5) and parse_layers("-1,") == (-1,)
+    # A bare number could mean the first k blocks or block k: the error says how to write either.
+    for bare in ("2", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"write first:{bare} .* or {bare}, for block {bare} alone"):
+            parse_layers(bare)
+    with pytest.raises(argparse.ArgumentTypeError, match="not a list of block indices"):
+        parse_layers("1,x")
 
 
 def test_command_line_errors_name_the_problem(tmp_path, dataset_root, capsys):
@@ -279,27 +286,28 @@ def test_command_line_end_to_end(tmp_path, dataset_root, checkpoint):
     completed = subprocess.run(
         [sys.executable, "-m", "tscam_core.evaluate", "--checkpoint", str(checkpoint), "--dataset", str(dataset_root),
          "--split", "test", "--out", str(out), "--batch-size", "2", "--workers", "0", "--threads", "1",
-         "--device", "cpu", "--limit", "4", "--layers", "1", "--cam-curve-interval", "0.1"],
+         "--device", "cpu", "--limit", "4", "--layers", "first:1", "--cam-curve-interval", "0.1"],
         cwd=REPO, capture_output=True, text=True, timeout=120, env={"OMP_NUM_THREADS": "1", "PATH": ""},
     )
     assert completed.returncode == 0, completed.stderr
     assert "GT-known Loc" in completed.stdout and "PxAP" in completed.stdout
     results = load_results(out)
-    assert len(results.per_image) == 4 and results.summary["settings"]["layers"] == 1
+    assert len(results.per_image) == 4 and results.summary["settings"]["layers"] == "first:1"
     assert results.metrics["layer_count"]["gt_known"][0] == pytest.approx(results.metrics["gt_known_loc"])
 
 
 def test_signed_class_maps_score_the_official_maps(run, tmp_path):
     """--signed-class-maps: every box comes from A* x the signed S_c, as in Eq. 7 and the official code."""
     model, dataset, rectified = run
-    settings = EvalSettings(batch_size=4, threads=1, thumbnails=0, cam_curve_interval=0.05, signed_class_maps=True)
+    settings = EvalSettings(batch_size=4, threads=1, thumbnails=0, cam_curve_interval=0.05,
+                            map=MapSpec(signed=True))
     signed = evaluate(model, dataset, tmp_path / "signed", settings, progress=False)
     assert signed.summary["settings"]["signed_class_maps"] and not rectified.summary["settings"]["signed_class_maps"]
     preprocess = model.info.transform
     for index, row in signed.per_image.iterrows():
         image, sample = dataset.load(index)
-        explanation = dataclasses.replace(explain_images(model, [image]), signed_class_maps=True)
-        found = localize(explanation, sample.label, preprocess.input_size, threshold=0.1)
+        found = localize(explain_images(model, [image]), sample.label, preprocess.input_size, threshold=0.1,
+                         spec=MapSpec(signed=True))
         _, gts = preprocess.geometry(image, sample.boxes)
         assert row["gt_known_iou"] == pytest.approx(float(box_iou(found.box, gts).max()), abs=1e-6)
     # The tiny model's S_c has negative evidence somewhere: the two conventions give other boxes.
@@ -370,13 +378,13 @@ def plain_evaluation(model, dataset, settings: EvalSettings) -> tuple[list[dict]
         explanation = model.explain(batch["image"])
         classes = explanation.top_classes(5)[1]
 
-        def map01(variant, layers, chosen, i, explanation=explanation):
-            return upsample_map(explanation.maps(variant, layers, chosen[:, None])[i, 0], size)
+        def map01(spec, chosen, i, explanation=explanation):
+            return upsample_map(explanation.maps(spec, chosen[:, None])[i, 0], size)
 
         for i, index in enumerate(batch["index"].tolist()):
             label, gts = int(batch["label"][i]), batch["boxes"][i].numpy()
-            gt01 = map01(settings.variant, settings.layers, batch["label"], i)
-            top01 = map01(settings.variant, settings.layers, classes[:, 0], i)
+            gt01 = map01(settings.map, batch["label"], i)
+            top01 = map01(settings.map, classes[:, 0], i)
             gt_box, pred_box = box_from_map(gt01, settings.cam_threshold), box_from_map(top01, settings.cam_threshold)
             top1 = Overlap.of(pred_box, gts)
             iou = float(box_iou(gt_box, gts).max())
@@ -392,10 +400,12 @@ def plain_evaluation(model, dataset, settings: EvalSettings) -> tuple[list[dict]
                    "pred_box": preprocess.boxes_to_original(pred_box, image.size)[0].tolist(),
                    "gt_known_box": preprocess.boxes_to_original(gt_box, image.size)[0].tolist()}
             for name in explanation.variants:
-                box = box_from_map(map01(name, settings.layers, batch["label"], i), settings.cam_threshold)
+                box = box_from_map(map01(dataclasses.replace(settings.map, variant=name), batch["label"], i),
+                                   settings.cam_threshold)
                 row[f"gt_known_{name}"] = bool(box_iou(box, gts).max() >= 0.5)
             for k in range(1, model.depth + 1):
-                box = box_from_map(map01("tscam", k, batch["label"], i), settings.cam_threshold)
+                box = box_from_map(map01(MapSpec("tscam", f"first:{k}", settings.map.signed), batch["label"], i),
+                                   settings.cam_threshold)
                 row[f"gt_known_layers_{k}"] = bool(box_iou(box, gts).max() >= 0.5)
             rows.append(row)
             side = min(settings.thumbnail_size, max(size))  # shrunk to the thumbnail size, never enlarged
@@ -409,8 +419,8 @@ def plain_evaluation(model, dataset, settings: EvalSettings) -> tuple[list[dict]
 @pytest.mark.parametrize("settings", [
     EvalSettings(batch_size=4, threads=2, thumbnails=2, cam_curve_interval=0.05),
     EvalSettings(batch_size=5, threads=3, thumbnails=0, cam_curve_interval=0.02, threshold_curve_interval=0.03,
-                 cam_threshold=0.3, layers=1, loader_workers=1),
-    EvalSettings(batch_size=3, threads=1, thumbnails=6, variant="trans_cam", cam_curve_interval=0.1,
+                 cam_threshold=0.3, map=MapSpec("tscam", "first:1"), loader_workers=1),
+    EvalSettings(batch_size=3, threads=1, thumbnails=6, map=MapSpec("trans_cam"), cam_curve_interval=0.1,
                  thumbnail_size=20, graph=False),
     EvalSettings(batch_size=4, threads=2, pool="process", thumbnails=3, cam_curve_interval=0.05),
 ], ids=["default", "layers-1-processes", "trans-cam-eager", "process-pool"])

@@ -12,7 +12,8 @@ import torch
 from conftest import TINY_CLASSES, make_tiny_model, tiny_info
 from PIL import Image
 
-from tscam_core import DatasetError, Explanation, ImageError, Preprocess, predict_box
+from tscam_core import DatasetError, Explanation, ImageError, MapSpec, Preprocess, predict_box
+from tscam_core.explanation import blocks_of
 from tscam_core.explorer import (
     DEFAULT_THRESHOLD,
     DISPLAY_SIDE,
@@ -86,16 +87,19 @@ def test_settings_reject_bad_values():
         dict(threshold=1.5),
         dict(opacity=-0.1),
         dict(colormap="rainbow"),
-        dict(variant="gradcam"),
-        dict(layer_mode="middle"),
+        dict(map=MapSpec("cam")),  # a CNN's map: the explorer draws transformers' maps
     ):
         with pytest.raises(ValueError):
             Settings(**bad)
-    assert Settings().layers(12) is None
-    assert Settings(layer_count=12).layers(12) is None
-    assert Settings(layer_count=3, layer_mode="first").layers(12) == "first:3"
+    with pytest.raises(ValueError, match="unknown map variant 'gradcam'"):
+        Settings(map=MapSpec("gradcam"))  # type: ignore[arg-type]
+    # The demo's mode-and-count controls: every block when the count is the depth.
+    assert blocks_of("last", 12, 12) == blocks_of("first", 12, 12) == "all"
+    assert blocks_of("first", 3, 12) == "first:3"
     with pytest.raises(ValueError, match="outside 1..12"):
-        Settings(layer_count=13).layers(12)
+        blocks_of("last", 13, 12)
+    with pytest.raises(ValueError, match="layer mode must be 'first' or 'last'"):
+        blocks_of("middle", 3, 12)
 
 
 def test_default_threshold_is_the_checkpoints_validated_best():
@@ -118,7 +122,7 @@ def test_explain_runs_the_model_once_and_never_again(counted_model):
     for settings in (
         Settings(),
         Settings(threshold=0.7, colormap="viridis", opacity=0.2),
-        Settings(class_index=3, layer_count=1, layer_mode="first", variant="trans_cam"),
+        Settings(class_index=3, map=MapSpec("trans_cam", "first:1")),
     ):
         explained.render(settings)
         explained.render_maps(settings)
@@ -154,8 +158,8 @@ def test_concurrent_sessions_get_their_own_attention(counted_model):
 
 def test_result_is_the_official_box_scaled_to_the_original(counted_model):
     explained = Explorer(counted_model).explain(encode(noise(96, 40, seed=3), "PNG"))
-    settings = Settings(threshold=0.4, class_index=2, layer_count=1, layer_mode="last")
-    cam = explained.explanation.maps("tscam", "last:1", torch.tensor([[2]]))[0, 0]
+    settings = Settings(threshold=0.4, class_index=2, map=MapSpec("tscam", "last:1"))
+    cam = explained.explanation.maps(MapSpec("tscam", "last:1"), torch.tensor([[2]]))[0, 0]
     expected = predict_box(cam, (32, 32), 0.4) * np.array([96 / 32, 40 / 32, 96 / 32, 40 / 32])
     result = explained.result(settings)
     assert result.class_index == 2 and result.class_name == "bag"
@@ -163,7 +167,7 @@ def test_result_is_the_official_box_scaled_to_the_original(counted_model):
 
 
 def test_hot_square_gives_its_box_and_iou(hot):
-    result = hot.result(Settings(threshold=0.5, class_index=1, layer_count=1, layer_mode="first"))
+    result = hot.result(Settings(threshold=0.5, class_index=1, map=MapSpec("tscam", "first:1")))
     x0, y0, x1, y1 = result.box
     # The centre 2 x 2 cells of a 4 x 4 grid over a 64 x 48 image: about [16, 12, 48, 36].
     assert 10 <= x0 <= 20 and 44 <= x1 <= 54 and 8 <= y0 <= 15 and 33 <= y1 <= 40
@@ -174,22 +178,20 @@ def test_hot_square_gives_its_box_and_iou(hot):
 def test_top1_is_the_default_class_and_any_class_can_be_picked(hot):
     assert hot.result(Settings()).class_index == 1
     assert [c.index for c in hot.ranked_classes(2)] == [1, 3]
-    assert hot.result(Settings(class_index=3, threshold=0.5, layer_count=1, layer_mode="first")).box[0] < 10
+    assert hot.result(Settings(class_index=3, threshold=0.5, map=MapSpec("tscam", "first:1"))).box[0] < 10
     with pytest.raises(ValueError, match="outside 0..4"):
         hot.result(Settings(class_index=5))
 
 
 def test_layers_and_variants_change_the_map(hot):
-    first = Settings(
-        threshold=0.5, class_index=3, variant="trans_attention", layer_count=1, layer_mode="first"
-    )
-    last = dataclasses.replace(first, layer_mode="last")
+    first = Settings(threshold=0.5, class_index=3, map=MapSpec("trans_attention", "first:1"))
+    last = dataclasses.replace(first, map=MapSpec("trans_attention", "last:1"))
     # Block 0 peaks top-left, block 1 bottom-right.
     assert hot.result(first).box[2] < 32 and hot.result(first).box[3] < 24
     assert hot.result(last).box[0] > 32 and hot.result(last).box[1] > 24
     # TransAttention ignores the class; TS-CAM does not.
     assert hot.result(last).box.tolist() == hot.result(dataclasses.replace(last, class_index=1)).box.tolist()
-    tscam = dataclasses.replace(first, variant="tscam")
+    tscam = dataclasses.replace(first, map=MapSpec("tscam", "first:1"))
     assert (
         hot.result(tscam).box.tolist() != hot.result(dataclasses.replace(tscam, class_index=1)).box.tolist()
     )
@@ -224,9 +226,9 @@ def test_render_maps_are_the_three_maps_over_the_image(hot):
 
 
 def test_layer_gallery_is_captioned_and_cached(hot):
-    gallery = hot.layer_gallery(Settings(layer_count=1, layer_mode="last"))
+    gallery = hot.layer_gallery(Settings(map=MapSpec("tscam", "last:1")))
     assert [caption for _, caption in gallery] == ["block 1", "block 2 · in A*"]
-    again = hot.layer_gallery(Settings(layer_count=2, threshold=0.8, class_index=3))
+    again = hot.layer_gallery(Settings(threshold=0.8, class_index=3, map=MapSpec("tscam", "last:2")))
     assert [caption for _, caption in again] == ["block 1 · in A*", "block 2 · in A*"]
     assert all(a is b for (a, _), (b, _) in zip(gallery, again, strict=True))
     recoloured = hot.layer_gallery(Settings(colormap="viridis"))
@@ -236,7 +238,7 @@ def test_layer_gallery_is_captioned_and_cached(hot):
 
 
 def test_export_is_json_with_boxes_scores_and_settings(hot):
-    settings = Settings(threshold=0.35, class_index=1, layer_count=1, layer_mode="first", colormap="magma")
+    settings = Settings(threshold=0.35, class_index=1, colormap="magma", map=MapSpec("tscam", "first:1"))
     record = json.loads(json.dumps(hot.export(settings)))
     assert record["image"] == {"name": "hot.png", "width": 64, "height": 48}
     assert record["prediction"]["box"] == pytest.approx(hot.result(settings).box.tolist())
@@ -251,7 +253,7 @@ def test_export_is_json_with_boxes_scores_and_settings(hot):
 def test_center_crop_preprocessing_keeps_maps_inside_the_crop():
     info = named_info(preprocess=Preprocess((32, 32), (64, 64)).to_config())  # resize 64, crop 32
     explained = ExplainedImage.create(noise(128, 128), hot_square_explanation(), info)
-    box = explained.result(Settings(threshold=0.5, variant="trans_cam", class_index=1)).box
+    box = explained.result(Settings(threshold=0.5, class_index=1, map=MapSpec("trans_cam"))).box
     # The crop is the centre half of the image, [32, 32, 96, 96]; class 1's square is its centre half.
     assert 40 <= box[0] <= 52 and 76 <= box[2] <= 88 and 40 <= box[1] <= 52 and 76 <= box[3] <= 88
     heat = np.asarray(explained.render_maps(Settings(opacity=1.0, colormap="bone"))["A*"])
@@ -364,13 +366,12 @@ def test_examples_absent_or_malformed(tmp_path):
             read_examples(tmp_path, NAMES)
 
 
-def test_a_signed_copy_of_an_explained_image_does_not_reuse_the_rectified_maps(counted_model):
-    """The dashboard copies a cached ExplainedImage per run; a copy that couples the signed S_c must not
-    be served the rectified maps its original cached."""
+def test_the_sign_convention_is_part_of_the_cached_map(counted_model):
+    """The dashboard shows a run's maps signed as the run scored them: a signed spec must not be served
+    the rectified map cached for the same class and blocks."""
     explained = Explorer(counted_model).explain(encode(noise(40, 30), "PNG"))
-    settings = Settings(class_index=0, layer_mode="first", layer_count=explained.depth, threshold=0.1)
-    rectified = explained.cam("trans_cam", settings)
-    signed = dataclasses.replace(explained, explanation=dataclasses.replace(explained.explanation,
-                                                                            signed_class_maps=True))
-    torch.testing.assert_close(signed.cam("trans_cam", settings), explained.explanation.semantic[0, 0])
-    assert rectified.min() >= 0 and signed.cam("trans_cam", settings).min() < 0  # random S_c has negatives
+    settings = Settings(class_index=0, threshold=0.1)
+    rectified = explained.cam(MapSpec("trans_cam"), settings)
+    signed = explained.cam(MapSpec("trans_cam", signed=True), settings)
+    torch.testing.assert_close(signed, explained.explanation.semantic[0, 0])
+    assert rectified.min() >= 0 and signed.min() < 0  # random S_c has negatives

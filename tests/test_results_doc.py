@@ -11,6 +11,7 @@ import pytest
 from tests.training_support import ROOT, make_dataset, tiny_config
 from tscam_core.boxes import predict_box
 from tscam_core.datasets import TorchWSOL, collate
+from tscam_core.explanation import MapSpec
 from tscam_core.loading import load_model
 from tscam_core.metrics import box_iou
 from tscam_core.training import holdout_split, open_dataset, train
@@ -31,14 +32,13 @@ def trained(tmp_path_factory):
     return config, train(config) / "best.safetensors"
 
 
-def best_threshold_by_hand(checkpoint, config, variant: str) -> float:
+def best_threshold_by_hand(checkpoint, config, spec: MapSpec) -> float:
     """The threshold with the most GT-known hits on the held-out images, box by box (first of equals)."""
     model = load_model(checkpoint)
     _, held = holdout_split(open_dataset(config.data, "train"), config.holdout, config.seed)
     batch = collate([TorchWSOL(held, model.info.transform)[i] for i in range(len(held))])
     explanation = model.explain(batch["image"])
-    explanation.signed_class_maps = variant == "tscam_signed"  # the results document's signed TS-CAM row
-    maps = explanation.maps("tscam" if explanation.signed_class_maps else variant, None, batch["label"][:, None])[:, 0]
+    maps = explanation.maps(spec, batch["label"][:, None])[:, 0]
     size = tuple(batch["image"].shape[-2:])
     hits = {t: sum(float(box_iou(predict_box(maps[k], size, t), batch["boxes"][k].numpy()).max()) >= 0.5
                    for k in range(len(held)))
@@ -52,15 +52,16 @@ def test_each_variant_gets_the_threshold_its_map_scores_best_with_on_validation(
     config, checkpoint = trained
     args = argparse.Namespace(threshold=None, split="test", batch_size=5)
     model = load_model(checkpoint)
-    chosen = script.variant_thresholds(args, model, ["trans_attention", "trans_cam", script.SIGNED])
-    assert set(chosen) == {"trans_attention", "trans_cam", script.SIGNED}
-    for variant, threshold in chosen.items():
-        assert threshold == best_threshold_by_hand(checkpoint, config, variant), variant
+    specs = [MapSpec("trans_attention"), MapSpec("trans_cam"), script.SIGNED]
+    chosen = script.variant_thresholds(args, model, specs)
+    assert list(chosen) == specs
+    for spec, threshold in chosen.items():
+        assert threshold == best_threshold_by_hand(checkpoint, config, spec), spec
     # A threshold given for all, or validation images that are the evaluated split: nothing is chosen.
     assert script.variant_thresholds(argparse.Namespace(threshold=0.3, split="test", batch_size=5), model,
-                                     ["trans_cam"]) == {}
+                                     [MapSpec("trans_cam")]) == {}
     assert script.variant_thresholds(argparse.Namespace(threshold=None, split="train", batch_size=5),
-                                     model, ["trans_cam"]) == {}
+                                     model, [MapSpec("trans_cam")]) == {}
 
 
 def test_document_shows_each_variant_from_its_own_run(trained, tmp_path):
@@ -73,22 +74,21 @@ def test_document_shows_each_variant_from_its_own_run(trained, tmp_path):
     assert code == 0
     text = doc.read_text()
     chosen = script.variant_thresholds(argparse.Namespace(threshold=None, split="test", batch_size=5),
-                                       load_model(checkpoint), ["trans_attention", "trans_cam"])
+                                       load_model(checkpoint), [MapSpec("trans_attention"), MapSpec("trans_cam")])
     chosen.update(script.variant_thresholds(argparse.Namespace(threshold=None, split="test", batch_size=5),
                                             load_model(checkpoint), [script.SIGNED]))
-    for variant, label in (("trans_attention", "TransAttention"), ("trans_cam", "TransCAM"),
-                           (script.SIGNED, "TS-CAM, S_c signed (Eq. 7 as published)")):
-        run = script.load_results(tmp_path / "results" / f"tiny-{variant}")
-        assert (run.summary["settings"]["variant"], run.summary["settings"]["signed_class_maps"]) == \
-            script.map_kind(variant)
+    for variant, label, folder in ((MapSpec("trans_attention"), "TransAttention", "tiny-trans_attention"),
+                                   (MapSpec("trans_cam"), "TransCAM", "tiny-trans_cam"),
+                                   (script.SIGNED, "TS-CAM, S_c signed (Eq. 7 as published)", "tiny-tscam_signed")):
+        run = script.load_results(tmp_path / "results" / folder)
+        assert MapSpec.from_record(run.summary["settings"]) == variant
         assert run.summary["settings"]["cam_threshold"] == chosen[variant]
         m = run.metrics
         assert (f"| {label} | {100 * m['top1_loc']:.1f} | {100 * m['top5_loc']:.1f} | {100 * m['gt_known_loc']:.1f} |"
                 in text)
         assert text.splitlines()[[i for i, line in enumerate(text.splitlines())
                                   if line.startswith(f"| {label} |")][0]].endswith(f"| {chosen[variant]} |")
-        name, signed = script.map_kind(variant)
-        flags = f"--variant {name}" + (" --signed-class-maps" if signed else "")
+        flags = f"--variant {variant.variant}" + (" --signed-class-maps" if variant.signed else "")
         assert f"--threshold {chosen[variant]} --batch-size 6 --threads 1 --device cpu {flags}" in text
     main = script.load_results(results)
     assert f"| TS-CAM | {100 * main.metrics['top1_loc']:.1f} |" in text

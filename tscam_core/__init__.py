@@ -17,8 +17,9 @@ from .explanation import (
     CAM_VARIANTS,
     VARIANT_LABELS,
     VARIANTS,
+    Blocks,
     Explanation,
-    LayerSelection,
+    MapSpec,
     Variant,
     select_layers,
     variants_for,
@@ -31,9 +32,9 @@ from .overlay import COLORMAPS, DrawnBox, overlay
 from .transforms import Preprocess
 
 __all__ = [
-    "CAM_VARIANTS", "CNNCAM", "COLORMAPS", "FAMILY_LABELS", "MAX_PIXELS", "TSCAM", "VARIANTS", "VARIANT_LABELS",
-    "CheckpointError", "DatasetError", "DrawnBox", "Explanation", "Family", "ImageError", "LayerSelection",
-    "Localization", "ModelInfo", "Preprocess", "TSCAMError", "Variant", "__version__", "box_from_map",
+    "CAM_VARIANTS", "CNNCAM", "Blocks", "COLORMAPS", "FAMILY_LABELS", "MAX_PIXELS", "TSCAM", "VARIANTS", "VARIANT_LABELS",
+    "CheckpointError", "DatasetError", "DrawnBox", "Explanation", "Family", "ImageError",
+    "Localization", "MapSpec", "ModelInfo", "Preprocess", "TSCAMError", "Variant", "__version__", "box_from_map",
     "boxes_from_map", "build_model", "create_cnn_cam", "create_tscam", "explain_file", "explain_images",
     "load_image", "load_model", "localize", "normalize_map", "overlay", "predict_box", "read_checkpoint",
     "save_checkpoint", "select_layers", "upsample_map", "variants_for",

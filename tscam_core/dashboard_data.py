@@ -9,12 +9,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from .explanation import VARIANTS, Variant, select_layers
+from .explanation import VARIANTS, MapSpec, as_mode_and_count
 from .overlay import GT_COLOR, PRED_COLOR, DrawnBox
 
 #: Error types of Algorithm 1, in the order of the paper's Table 7.
@@ -121,33 +120,21 @@ def per_class_frame(summary: Mapping) -> pd.DataFrame:
     return frame.sort_values(["gt_known", "class_name"], kind="stable").reset_index(drop=True)
 
 
-class ScoredMap(NamedTuple):
-    """The map a run scored, as the detail view's controls and live maps can show it."""
-
-    layer_mode: str  # "first" or "last"
-    layer_count: int
-    variant: Variant
-    signed_class_maps: bool
-
-
-def scored_map_settings(summary: Mapping, depth: int) -> ScoredMap:
-    """The run's own map, so that the live map first shown is the one the run scored. A selection the
-    controls cannot express (a list of blocks) or cannot read starts at every block; an unknown
-    variant at TS-CAM."""
+def scored_map(summary: Mapping, depth: int) -> MapSpec:
+    """The map the run scored, so that the detail view first shows that one. Blocks its controls cannot
+    show (a gap between blocks) or cannot read start at every block; a variant the explorer does not
+    draw (a CNN's CAM, an unknown name) at TS-CAM."""
     settings = summary.get("settings", {})
-    variant = settings.get("variant", "tscam")
+    variant = settings.get("variant")
     variant = variant if variant in VARIANTS else "tscam"
-    signed = bool(settings.get("signed_class_maps", False))
+    signed = settings.get("signed_class_maps") is True
     try:
-        chosen = select_layers(depth, settings.get("layers"))
+        spec = MapSpec.from_record({**settings, "variant": variant, "signed_class_maps": signed})
+        if as_mode_and_count(spec.blocks, depth) is not None:
+            return spec
     except (TypeError, ValueError):
-        return ScoredMap("first", depth, variant, signed)
-    count = len(chosen)
-    if chosen == list(range(depth - count, depth)) and count < depth:
-        return ScoredMap("last", count, variant, signed)
-    if chosen == list(range(count)):
-        return ScoredMap("first", count, variant, signed)
-    return ScoredMap("first", depth, variant, signed)
+        pass
+    return MapSpec(variant, "all", signed)
 
 
 def prepare_images(per_image: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:

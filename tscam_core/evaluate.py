@@ -36,7 +36,6 @@ import multiprocessing
 import os
 import platform
 import random
-import re
 import shutil
 import sys
 import threading
@@ -61,16 +60,7 @@ from .boxes import contour_sweeps, largest_boxes, upsample_grays
 from .cnn_cam import CNNCAM
 from .datasets import Sample, TorchWSOL, WSOLDataset, collate, load_mask, object_pixels, open_dataset
 from .errors import DatasetError, TSCAMError
-from .explanation import (
-    CAM_VARIANTS,
-    VARIANTS,
-    Explanation,
-    LayerSelection,
-    Variant,
-    check_variant,
-    select_layers,
-    variants_for,
-)
+from .explanation import CAM_VARIANTS, VARIANTS, Blocks, Explanation, MapSpec, variants_for
 from .graph import graph_explain
 from .images import load_image
 from .loading import load_model
@@ -117,9 +107,7 @@ class EvalSettings:
     """What is measured and how; recorded in summary.json["settings"]."""
 
     cam_threshold: float = 0.1  # the paper's threshold for the box of the main setting
-    layers: LayerSelection = None  # blocks averaged into A* for the main setting and the variants
-    variant: Variant = "tscam"
-    signed_class_maps: bool = False  # S_c signed, as Eq. 7 and the official code (tscam_core.explanation)
+    map: MapSpec = MapSpec()  # the main map; the other variants use its blocks and sign convention
     iou_threshold: float = 0.5
     cam_curve_interval: float = CAM_CURVE_INTERVAL  # MaxBoxAccV2 sweep and PxAP bins (Choe et al.'s step)
     threshold_curve_interval: float = 0.05  # accuracy vs CAM threshold (largest contour)
@@ -136,8 +124,7 @@ class EvalSettings:
 
     def record(self) -> dict:
         return {
-            "cam_threshold": self.cam_threshold, "layers": _layers_record(self.layers), "variant": self.variant,
-            "signed_class_maps": self.signed_class_maps,
+            "cam_threshold": self.cam_threshold, **self.map.record(),
             "iou_threshold": self.iou_threshold, "cam_curve_interval": self.cam_curve_interval,
             "threshold_curve_interval": self.threshold_curve_interval, "frame": "model_input",
             "batch_size": self.batch_size, "limit": self.limit, "threads": self.scoring.workers,
@@ -201,10 +188,6 @@ def _can_fork() -> bool:
     return sys.platform.startswith("linux")
 
 
-def _layers_record(layers: LayerSelection) -> object:
-    return list(layers) if isinstance(layers, (list, tuple)) else layers
-
-
 @dataclass(frozen=True)
 class SweepPlan:
     """One contour sweep of the GT-class map serves MaxBoxAccV2, the CAM-threshold curve and the main box."""
@@ -244,7 +227,7 @@ class Context:
     @cached_property
     def extra_variants(self) -> tuple[str, ...]:
         """Variants with a map of their own; the main variant's is the GT-class main map."""
-        return tuple(name for name in self.variants if name != self.settings.variant)
+        return tuple(name for name in self.variants if name != self.settings.map.variant)
 
     @cached_property
     def extra_layers(self) -> tuple[int, ...]:
@@ -341,7 +324,7 @@ def score_batch(job: BatchJob, context: Context) -> list[ImageScore]:
             best_ious=best[i],
             curve_ious=chosen_ious[i, :curve],
             histograms=_histograms(job.samples[i], job.sizes[i], maps01[i, 0], context),
-            variant_ious={name: gt_known_iou if name == settings.variant else next(extra_ious)
+            variant_ious={name: gt_known_iou if name == settings.map.variant else next(extra_ious)
                           for name in context.variants},
             layer_ious=[gt_known_iou if k == context.main_layer_count else next(extra_ious)
                         for k in range(1, context.depth + 1)],
@@ -414,10 +397,11 @@ def make_jobs(explanation: Explanation, batch: dict, dataset: WSOLDataset, conte
     labels = batch["label"].to(explanation.logits.device)
     scores, classes = explanation.top_classes(5)
     gt_only = labels[:, None]
+    main = settings.map
     maps = torch.cat([
-        explanation.maps(settings.variant, settings.layers, torch.stack([labels, classes[:, 0]], dim=1)),
-        *(explanation.maps(name, settings.layers, gt_only) for name in context.extra_variants),
-        *(explanation.maps("tscam", k, gt_only) for k in context.extra_layers),
+        explanation.maps(main, torch.stack([labels, classes[:, 0]], dim=1)),
+        *(explanation.maps(dataclasses.replace(main, variant=name), gt_only) for name in context.extra_variants),
+        *(explanation.maps(MapSpec("tscam", f"first:{k}", main.signed), gt_only) for k in context.extra_layers),
     ], dim=1).float().cpu().numpy()
     indices = batch["index"].tolist()
     labels_list, classes_list, scores_list = labels.tolist(), classes.cpu().tolist(), scores.cpu().tolist()
@@ -539,7 +523,7 @@ def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, setti
              overwrite: bool = False) -> Results:
     """Score ``model`` on ``dataset`` and write the results folder ``out``; returns it loaded.
 
-    A CNN CAM model (depth 0) is scored with ``variant="cam"``, its only map: no other variants
+    A CNN CAM model (depth 0) is scored with ``MapSpec("cam")``, its only map: no other variants
     and no layer counts. ``settings.model_threads`` sets torch's thread count for the run and
     restores it after: with a small model on few cores, 1 leaves the other cores to the scoring
     (the model's arithmetic may round differently at another thread count).
@@ -552,9 +536,7 @@ def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, setti
     if dataset.num_classes != model.num_classes:
         raise DatasetError(f"the dataset has {dataset.num_classes} classes but the checkpoint "
                            f"{model.info.source or model.info.arch} has {model.num_classes}", str(dataset.root))
-    check_variant(settings.variant, model.depth)
-    if model.depth == 0 and settings.layers is not None:
-        raise ValueError("a CNN CAM model has no attention blocks, so a layer selection does not apply")
+    settings.map.check(model.depth)
     out = Path(out)
     if (out / SUMMARY_FILE).exists() and not overwrite:
         raise ResultsError("already holds evaluation results; pick another --out or pass --overwrite", out)
@@ -562,8 +544,8 @@ def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, setti
     if len(subset) == 0:
         raise DatasetError(f"the {dataset.split} split has no images to evaluate", str(dataset.root))
     preprocess = model.info.transform
-    chosen = select_layers(model.depth, settings.layers)
-    main_layer_count = len(chosen) if settings.variant == "tscam" and chosen == list(range(len(chosen))) else None
+    chosen = settings.map.indices(model.depth)
+    main_layer_count = len(chosen) if settings.map.variant == "tscam" and chosen == list(range(len(chosen))) else None
     context = Context(settings, preprocess, cam_thresholds(settings.cam_curve_interval),
                       cam_thresholds(settings.threshold_curve_interval), out / PARTIAL_THUMBNAIL_DIR, Path(dataset.root),
                       variants_for(model.depth), model.depth, model.num_classes, main_layer_count)
@@ -589,7 +571,6 @@ def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, setti
             images = batch["image"].to(device, non_blocking=True)
             explanation = (graph_explain(model, images, settings.batch_size) if settings.graph
                            else model.explain(images))
-            explanation.signed_class_maps = settings.signed_class_maps
             jobs = make_jobs(explanation, batch, subset, context, sampled, parts=settings.scoring.workers)
             pending.append([pool.submit(score_job, job, context) for job in jobs])
             while len(pending) > MAX_PENDING_BATCHES:
@@ -735,17 +716,16 @@ def versions() -> dict:
             "python": platform.python_version()}
 
 
-def parse_layers(text: str | None) -> LayerSelection:
-    """--layers: "12" (the first 12 blocks), "first:k", "last:k", or block indices "0,3,5"."""
-    if text is None or text in ("", "all"):
-        return None
-    if text.isdigit():
-        return int(text)
-    if "," in text or re.fullmatch(r"-?\d+", text):
+def parse_layers(text: str) -> Blocks:
+    """--layers: "all", "first:k", "last:k", or 0-based block indices "0,3,5" ("3," for block 3 alone)."""
+    if "," in text:
         try:
-            return [int(part) for part in text.split(",") if part.strip()]
+            return tuple(int(part) for part in text.split(",") if part.strip())
         except ValueError as error:
             raise argparse.ArgumentTypeError(f"--layers {text!r}: not a list of block indices") from error
+    if text.strip().lstrip("-").isdigit():
+        raise argparse.ArgumentTypeError(
+            f"--layers {text}: write first:{text} for the first {text} blocks, or {text}, for block {text} alone")
     return text
 
 
@@ -758,7 +738,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="results folder to write, e.g. results/<name>")
     parser.add_argument("--name", help="run name shown by the dashboard (default: the folder name)")
     parser.add_argument("--threshold", type=float, default=0.1, help="CAM threshold of the paper's boxes")
-    parser.add_argument("--layers", type=parse_layers, default=None, help="k, first:k, last:k or 0,3,5 (default all)")
+    parser.add_argument("--layers", type=parse_layers, default="all",
+                        help="blocks averaged into A*: all (default), first:k, last:k, or block indices 0,3,5")
     parser.add_argument("--variant", choices=VARIANTS + CAM_VARIANTS,
                         help="map of the main setting (default: the model's own, tscam or a CNN's cam)")
     parser.add_argument("--signed-class-maps", action="store_true",
@@ -790,8 +771,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_device(args.device)
         model = load_model(args.checkpoint, device=args.device, family=None)
         settings = EvalSettings(
-            cam_threshold=args.threshold, layers=args.layers, variant=args.variant or variants_for(model.depth)[0],
-            signed_class_maps=args.signed_class_maps, iou_threshold=args.iou_threshold,
+            cam_threshold=args.threshold,
+            map=MapSpec(args.variant or variants_for(model.depth)[0], args.layers, args.signed_class_maps),
+            iou_threshold=args.iou_threshold,
             cam_curve_interval=args.cam_curve_interval, batch_size=args.batch_size, threads=args.threads,
             pool=args.pool, loader_workers=args.workers, model_threads=args.model_threads, graph=not args.eager,
             thumbnails=args.thumbnails, limit=args.limit,

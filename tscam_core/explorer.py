@@ -15,9 +15,9 @@ import hashlib
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from torch import Tensor
 from .boxes import predict_box, upsample_map
 from .checkpoint import ModelInfo
 from .errors import DatasetError, ImageError
-from .explanation import VARIANT_LABELS, VARIANTS, Explanation, LayerSelection, Variant, select_layers
+from .explanation import DEFAULT_MAP, VARIANTS, Explanation, MapSpec, Variant
 from .images import DECODE_ERRORS, MAX_FILE_BYTES, load_image, read_file
 from .localize import explain_images
 from .metrics import box_iou
@@ -42,40 +42,29 @@ DEFAULT_THRESHOLD = 0.1
 #: The three maps of the paper, by the variant whose map each one is (Table 5).
 MAP_NAMES: dict[Variant, str] = {"trans_attention": "A*", "trans_cam": "S_c", "tscam": "M_c"}
 
-LayerMode = Literal["first", "last"]
-
-
 @dataclass(frozen=True)
 class Settings:
     """Everything a user can change without a new forward pass."""
 
     class_index: int | None = None  # None: the top-1 class
-    layer_mode: LayerMode = "last"
-    layer_count: int | None = None  # None: every block, as in the paper
+    map: MapSpec = DEFAULT_MAP  # the map the box is drawn from; the three maps shown share its blocks
     threshold: float = DEFAULT_THRESHOLD
-    variant: Variant = "tscam"
     opacity: float = 0.5
     colormap: str = "jet"
 
     def __post_init__(self) -> None:
-        if self.layer_mode not in ("first", "last"):
-            raise ValueError(f"layer mode must be 'first' or 'last', got {self.layer_mode!r}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"CAM threshold must be within 0..1, got {self.threshold}")
         if not 0.0 <= self.opacity <= 1.0:
             raise ValueError(f"opacity must be within 0..1, got {self.opacity}")
-        if self.variant not in VARIANTS:
-            raise ValueError(f"unknown map variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        if self.map.variant not in VARIANTS:
+            raise ValueError(f"unknown map variant {self.map.variant!r}; choose one of {', '.join(VARIANTS)}")
         if self.colormap not in COLORMAPS:
             raise ValueError(f"unknown colormap {self.colormap!r}; choose one of {', '.join(COLORMAPS)}")
 
-    def layers(self, depth: int) -> LayerSelection:
-        """The selection for ``Explanation``: None (all blocks) or 'first:k' / 'last:k'."""
-        if self.layer_count is None:
-            return None
-        if not 1 <= self.layer_count <= depth:
-            raise ValueError(f"layer count {self.layer_count} is outside 1..{depth}")
-        return None if self.layer_count == depth else f"{self.layer_mode}:{self.layer_count}"
+    def shown(self, variant: Variant) -> MapSpec:
+        """The spec of ``variant``'s map as these settings show it (same blocks, same sign convention)."""
+        return replace(self.map, variant=variant)
 
 
 @dataclass(frozen=True)
@@ -145,7 +134,7 @@ class ExplainedImage:
     notes: tuple[str, ...] = ()  # how the upload was converted (first frame, 16-bit, CMYK, ...)
     # Caches, each replaced whole (one assignment) so that two events of one session never mix keys:
     # (class, layers) -> maps by variant; (colormap, opacity) -> layer thumbnails.
-    _cams: tuple[Any, dict[str, Tensor]] = field(default_factory=lambda: (None, {}), repr=False)
+    _cams: tuple[int | None, dict[MapSpec, Tensor]] = field(default_factory=lambda: (None, {}), repr=False)
     _gallery: tuple[Any, list[Image.Image]] = field(default_factory=lambda: (None, []), repr=False)
 
     @classmethod
@@ -189,27 +178,26 @@ class ExplainedImage:
     def check(self, settings: Settings) -> Settings:
         """``settings`` if its class and layer count fit this model, else a ValueError saying why."""
         self.class_index(settings)
-        settings.layers(self.depth)
+        settings.map.check(self.depth)
         return settings
 
     # --- maps and boxes ------------------------------------------------------------------
-    def cam(self, variant: Variant, settings: Settings) -> Tensor:
-        """The h x w map of ``variant`` for the selected class and layers (cached: thresholds reuse it)."""
-        # The sign convention is part of the key: copies of one explained image share this cache.
-        key = (self.class_index(settings), settings.layers(self.depth), self.explanation.signed_class_maps)
-        cached_key, cams = self._cams
-        if cached_key != key:
+    def cam(self, spec: MapSpec, settings: Settings) -> Tensor:
+        """The h x w map ``spec`` names for the selected class (cached: thresholds and redraws reuse it)."""
+        index = self.class_index(settings)
+        cached_index, cams = self._cams
+        if cached_index != index:
             cams = {}
-            self._cams = (key, cams)
-        if variant not in cams:
-            cams[variant] = self.explanation.maps(variant, key[1], torch.tensor([[key[0]]]))[0, 0]
-        return cams[variant]
+            self._cams = (index, cams)
+        if spec not in cams:
+            cams[spec] = self.explanation.maps(spec, torch.tensor([[index]]))[0, 0]
+        return cams[spec]
 
     def result(self, settings: Settings) -> Result:
         """The box of the selected variant's map by the official protocol, in original pixels."""
         transform = self.info.transform
         index = self.class_index(settings)
-        found = predict_box(self.cam(settings.variant, settings), transform.input_size, settings.threshold)
+        found = predict_box(self.cam(settings.map, settings), transform.input_size, settings.threshold)
         box = transform.boxes_to_original(found, self.size)[0]
         iou = None
         if self.truth is not None and len(self.truth.boxes):
@@ -251,7 +239,7 @@ class ExplainedImage:
             "" if result.iou is None else f" IoU {result.iou:.2f}"
         )
         drawn.append(DrawnBox(self._to_display(result.box), PRED_COLOR, label))
-        heat = self._heat(self.cam(settings.variant, settings), self.display.size)
+        heat = self._heat(self.cam(settings.map, settings), self.display.size)
         return overlay(self.display, heat, drawn, settings.colormap, settings.opacity)
 
     def render_maps(self, settings: Settings) -> dict[str, Image.Image]:
@@ -259,7 +247,7 @@ class ExplainedImage:
         return {
             name: overlay(
                 self.display,
-                self._heat(self.cam(variant, settings), self.display.size),
+                self._heat(self.cam(settings.shown(variant), settings), self.display.size),
                 colormap=settings.colormap,
                 alpha=settings.opacity,
             )
@@ -282,7 +270,7 @@ class ExplainedImage:
                 for block in range(self.depth)
             ]
             self._gallery = (key, pictures)
-        chosen = set(select_layers(self.depth, settings.layers(self.depth)))
+        chosen = set(settings.map.indices(self.depth))
         return [
             (picture, f"block {block + 1}" + (" · in A*" if block in chosen else ""))
             for block, picture in enumerate(pictures)
@@ -310,10 +298,15 @@ class ExplainedImage:
                 "num_classes": len(self.class_names),
             },
             "settings": {
-                **asdict(settings),
                 "class_index": result.class_index,
-                "variant_label": VARIANT_LABELS[settings.variant],
-                "blocks": [b + 1 for b in select_layers(self.depth, settings.layers(self.depth))],
+                "map": settings.map.key,
+                "variant": settings.map.variant,
+                "variant_label": settings.map.label,
+                "blocks": [b + 1 for b in settings.map.indices(self.depth)],
+                "signed_class_maps": settings.map.signed,
+                "threshold": settings.threshold,
+                "opacity": settings.opacity,
+                "colormap": settings.colormap,
             },
             "prediction": {
                 "class_index": result.class_index,

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from .boxes import box_from_map, upsample_map
-from .explanation import Explanation, LayerSelection, Variant
+from .explanation import DEFAULT_MAP, Explanation, MapSpec
 from .images import ImageSource, load_image
 from .model import TSCAM
 
@@ -43,8 +43,7 @@ def localize(
     class_index: int,
     size: tuple[int, int],
     threshold: float,
-    variant: Variant = "tscam",
-    layers: LayerSelection = None,
+    spec: MapSpec = DEFAULT_MAP,
     image_index: int = 0,
 ) -> Localization:
     """The map of ``class_index`` upsampled to ``size`` = (height, width), and its official box.
@@ -56,7 +55,7 @@ def localize(
     """
     one = explanation.select(image_index)
     classes = torch.tensor([[class_index]])
-    cam = one.maps(variant, layers, classes)[0, 0]
+    cam = one.maps(spec, classes)[0, 0]
     map01 = upsample_map(cam, size)
     score = float(one.probabilities()[0, class_index])
     return Localization(class_index, score, map01, box_from_map(map01, threshold))

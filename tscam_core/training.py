@@ -46,7 +46,7 @@ from .checkpoint import (
 from .cnn_cam import CNNCAM, create_cnn_cam
 from .datasets import TorchWSOL, TrainTransform, WSOLDataset, collate, open_dataset
 from .errors import CheckpointError, DatasetError
-from .explanation import Variant
+from .explanation import MapSpec
 from .files import atomic_write
 from .metrics import LocalizationAccumulator, Overlap, ThresholdCurve, largest_box_ious
 from .model import TSCAM, create_tscam
@@ -149,11 +149,9 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
 
 @torch.no_grad()
 def validate(model: TSCAM | CNNCAM, loader: DataLoader, thresholds: list[float], threshold: float,
-             autocast_dtype: torch.dtype | None = None, variant: Variant | None = None,
-             signed_class_maps: bool = False) -> dict[str, Any]:
-    """Top-1 classification and GT-known localization (official boxes, IoU >= 0.5) of one map
-    ``variant``: by default the model's own (TS-CAM's M_c, or a CNN's CAM); class maps signed where
-    ``signed_class_maps`` (``Explanation.signed_class_maps``).
+             autocast_dtype: torch.dtype | None = None, spec: MapSpec | None = None) -> dict[str, Any]:
+    """Top-1 classification and GT-known localization (official boxes, IoU >= 0.5) of the map ``spec``
+    names: by default the model's own (TS-CAM's M_c over every block, or a CNN's CAM).
 
     Boxes are compared in the model-input frame, where the loader's boxes already are.
     """
@@ -169,9 +167,8 @@ def validate(model: TSCAM | CNNCAM, loader: DataLoader, thresholds: list[float],
         with autocast:
             explanation = model.explain(images)
         explanation = explanation.to("cpu")
-        explanation.signed_class_maps = signed_class_maps
         predicted = explanation.logits.argmax(dim=1)
-        maps = explanation.maps(variant or explanation.variants[0], None, labels[:, None])[:, 0].float()
+        maps = explanation.maps(spec or MapSpec(explanation.variants[0]), labels[:, None])[:, 0].float()
         size = tuple(images.shape[-2:])
         for k in range(len(labels)):
             cam01 = upsample_map(maps[k], size)
@@ -209,7 +206,7 @@ def evaluate_split(model: TSCAM | CNNCAM, loader: DataLoader, num_classes: int, 
         explanation = model.explain(images).to("cpu")
         ranked = explanation.logits.float().topk(min(5, num_classes), dim=1).indices
         classes = torch.stack([labels, ranked[:, 0]], dim=1)
-        maps = explanation.maps(explanation.variants[0], None, classes).float()
+        maps = explanation.maps(MapSpec(explanation.variants[0]), classes).float()
         size = tuple(images.shape[-2:])
         for k in range(len(labels)):
             gts = batch["boxes"][k].numpy()
