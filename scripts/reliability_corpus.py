@@ -1,11 +1,14 @@
-"""Run the bad-file corpus through image loading and the explain path; write the figures to docs/reliability.md.
+"""Run the bad-file corpus through image loading and the explain path, and the hostile checkpoints
+through load_model; write the figures to docs/reliability.md.
 
     python scripts/reliability_corpus.py [--output docs/reliability.md]
 
-Each case goes through ``tscam_core.load_image`` and ``tscam_core.explain_file`` (a tiny,
+Each image case goes through ``tscam_core.load_image`` and ``tscam_core.explain_file`` (a tiny,
 randomly initialised TS-CAM: robustness does not depend on the weights). Outcomes are
 classified by ``tscam_core.testing.bad_files.probe``: "image" (the right RGB image),
-"error" (a clear ``ImageError``) or "crash" (any other exception, or a wrong image).
+"error" (a clear ``ImageError``) or "crash" (any other exception, or a wrong image). Each
+checkpoint case (``tscam_core.testing.bad_checkpoints``, rewrites of that tiny model's
+checkpoint) goes through ``load_model``: "model", "error" (a ``CheckpointError``) or "crash".
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +26,16 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tscam_core import ModelInfo, Preprocess, build_model, explain_file, load_image  # noqa: E402
+from tscam_core import (  # noqa: E402
+    CheckpointError,
+    ModelInfo,
+    Preprocess,
+    build_model,
+    explain_file,
+    load_image,
+    load_model,
+)
+from tscam_core.testing.bad_checkpoints import HostileCheckpoint, check_model, hostile_checkpoints, loader  # noqa: E402
 from tscam_core.testing.bad_files import Outcome, bad_file_corpus, mutated_corpus, probe  # noqa: E402
 from tscam_core.testing.report import replace_section  # noqa: E402
 
@@ -38,6 +51,43 @@ def tiny_model():
 def handlers() -> dict[str, Callable[[bytes], Image.Image]]:
     model = tiny_model()
     return {"load_image": load_image, "explain_file": lambda data: explain_file(model, data)[0]}
+
+
+def probe_checkpoints() -> list[tuple[HostileCheckpoint, Outcome]]:
+    model = tiny_model()
+    with tempfile.TemporaryDirectory() as folder:
+        handler = loader(Path(folder), load_model)
+        probed = [(case, probe(case.as_bad_file(), handler(case), (CheckpointError,), check_model))
+                  for case in hostile_checkpoints(model, model.info)]
+    for _, outcome in probed:  # the file names alone: the temporary folder differs on every run
+        outcome.detail = outcome.detail.replace(f"{folder}/", "")
+    return probed
+
+
+def checkpoint_markdown(probed: list[tuple[HostileCheckpoint, Outcome]]) -> str:
+    outcomes = [outcome for _, outcome in probed]
+    named = [case.names in outcome.detail for case, outcome in probed if case.names]
+    slowest = max(outcomes, key=lambda o: o.seconds)
+    lines = ["## Hostile checkpoints", "",
+             f"Written by `python scripts/reliability_corpus.py` (Python {platform.python_version()}, "
+             f"torch {torch.__version__}). A tiny TS-CAM checkpoint written by `save_checkpoint`, its metadata "
+             "rewritten (`tscam_core/testing/bad_checkpoints.py`), each file through `load_model` in one process.",
+             "",
+             f"- `load_model`: {len(outcomes)} files tried, {sum(o.as_expected for o in outcomes)} as expected; "
+             f"{sum(o.result == 'model' for o in outcomes)} loaded, {sum(o.result == 'error' for o in outcomes)} "
+             f"clear errors ({sum(named)} of {len(named)} naming the field, tensor or kind of file at fault), "
+             f"{sum(o.result == 'crash' for o in outcomes)} crashes; slowest {slowest.seconds * 1000:.1f} ms "
+             f"({slowest.name}); largest resident-peak growth "
+             f"{max(o.rss_growth_bytes for o in outcomes) / 2**20:.1f} MiB.",
+             "", "| file | bytes | claims | load_model | names the fault | time (ms) |", "|---|---:|---|---|---|---:|"]
+    for case, outcome in probed:
+        flag = "" if outcome.as_expected else " (UNEXPECTED)"
+        names = ("yes" if case.names in outcome.detail else "NO") if case.names else ""
+        lines.append(f"| {case.name} | {len(case.data):,} | {case.why} | {outcome.result}{flag} | {names} | "
+                     f"{outcome.seconds * 1000:.1f} |")
+    lines += ["", "Error texts (the temporary folder left out):", ""]
+    lines += [f"- {outcome.detail}" for _, outcome in probed if outcome.result == "error"]
+    return "\n".join(lines)
 
 
 def markdown(results: dict[str, list[Outcome]], mutants: list[Outcome]) -> str:
@@ -93,8 +143,13 @@ def main() -> int:
         if outcome.result == "crash":
             print(f"CRASH {outcome.name}: {outcome.detail}")
     replace_section(args.output, "corpus", markdown(results, mutants), title="Reliability")
-    print(f"wrote the corpus section of {args.output}")
-    outcomes = [o for found in results.values() for o in found] + mutants
+    checkpoints = probe_checkpoints()
+    for case, outcome in checkpoints:
+        print(f"load_model    {case.name:40s} got {outcome.result:5s} {outcome.seconds * 1000:8.1f} ms  "
+              f"{outcome.detail[-80:]}")
+    replace_section(args.output, "checkpoints", checkpoint_markdown(checkpoints), title="Reliability")
+    print(f"wrote the corpus and checkpoints sections of {args.output}")
+    outcomes = [o for found in results.values() for o in found] + mutants + [o for _, o in checkpoints]
     return 0 if all(o.as_expected for o in outcomes) else 1
 
 

@@ -117,3 +117,33 @@ def test_timm_weights_path_is_taken_verbatim(imagenet_classifier_file, tmp_path:
     shutil.copy(imagenet_classifier_file[1], path)
     model = load_model(f"timm:vit_tiny_patch16_224?file={path}")
     assert model.info.source.endswith(name)
+
+
+@pytest.mark.parametrize(("name", "data", "message"), [
+    ("passwd", b"root:x:0:0:root:/root:/bin/bash\n", "passwd: not a weights file"),
+    ("empty.pth", b"", "empty.pth: an empty file, not a weights file"),
+    ("garbage.pth", bytes(range(256)) * 8, "garbage.pth: not a weights file"),
+    ("cut.safetensors", None, "cut.safetensors: not a weights file"),
+    ("folder", None, "folder is a directory, not a weights file"),
+])
+def test_timm_source_with_a_file_that_is_not_weights(imagenet_classifier_file, tmp_path: Path, name: str,
+                                                     data: bytes | None, message: str):
+    path = tmp_path / name
+    if name == "folder":
+        path.mkdir()
+    else:
+        whole = imagenet_classifier_file[1].read_bytes()
+        path.write_bytes(whole[: len(whole) // 2] if data is None else data)
+    with pytest.raises(CheckpointError, match=f"^timm:vit_tiny_patch16_224\\?file=.*{message}") as caught:
+        load_model(f"timm:vit_tiny_patch16_224?file={path}")
+    assert "\n" not in str(caught.value)
+
+
+def test_timm_weights_with_nan_are_refused(imagenet_classifier_file, tmp_path: Path):
+    classifier, _ = imagenet_classifier_file
+    state = {k: v.clone().contiguous() for k, v in classifier.state_dict().items()}
+    state["blocks.3.mlp.fc1.weight"][0, 0] = float("nan")
+    path = tmp_path / "nan.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(CheckpointError, match=r"tensor blocks\.3\.mlp\.fc1\.weight holds 1 NaN or infinite values"):
+        load_model(f"timm:vit_tiny_patch16_224?file={path}")

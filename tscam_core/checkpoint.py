@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import pickle
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import timm
 import torch
@@ -24,16 +25,15 @@ from torch import Tensor, nn
 from .cnn_cam import CNNCAM, create_cnn_cam
 from .errors import CheckpointError
 from .files import atomic_write
+from .metadata import FAMILY_LABELS, Family, checked_fields, json_type
 from .model import TSCAM, HeadKind, create_tscam, infer_num_heads
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 FORMAT_NAME = "tscam-checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "tscam"
-
-#: Model families a checkpoint can hold: TS-CAM on a ViT, or CAM on a CNN (Table 5's baseline).
-Family = Literal["tscam", "cnn_cam"]
-FAMILY_LABELS: dict[str, str] = {"tscam": "TS-CAM", "cnn_cam": "CNN CAM"}
+#: How much larger than the grid its position embedding was trained on a TS-CAM input may be, a side.
+MAX_GRID_RATIO = 2
 
 
 @dataclass
@@ -58,7 +58,8 @@ class ModelInfo:
         if not self.class_names:
             self.class_names = [f"class {i}" for i in range(self.num_classes)]
         if len(self.class_names) != self.num_classes:
-            raise CheckpointError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+            raise CheckpointError(f"{self.source or 'checkpoint'}: {len(self.class_names)} class names for "
+                                  f"{self.num_classes} classes")
 
     @property
     def transform(self) -> Preprocess:
@@ -77,18 +78,17 @@ class ModelInfo:
     def from_json(cls, text: str, source: str = "") -> ModelInfo:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, RecursionError) as error:  # RecursionError: nested thousands deep
             raise CheckpointError(f"{source}: the checkpoint's metadata is not valid JSON ({error})") from error
-        if data.pop("format", None) != FORMAT_NAME:
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{source}: the checkpoint's metadata is a JSON {json_type(data)}, not an object")
+        if data.get("format") != FORMAT_NAME:
             raise CheckpointError(f"{source}: not a tscam checkpoint (no '{FORMAT_NAME}' metadata)")
-        version = data.pop("format_version", None)
-        if version != FORMAT_VERSION:
-            raise CheckpointError(f"{source}: checkpoint format version {version}, this tscam reads {FORMAT_VERSION}")
-        known = {f for f in cls.__dataclass_fields__}
-        try:
-            return cls(**{k: v for k, v in data.items() if k in known}, source=source)
-        except TypeError as error:
-            raise CheckpointError(f"{source}: incomplete checkpoint metadata ({error})") from error
+        version = data.get("format_version")
+        if type(version) is not int or version != FORMAT_VERSION:
+            raise CheckpointError(f"{source}: metadata field format_version is {version!r}; this tscam reads "
+                                  f"version {FORMAT_VERSION}")
+        return cls(**checked_fields(data, source), source=source)
 
 
 def build_model(info: ModelInfo) -> TSCAM | CNNCAM:
@@ -123,8 +123,15 @@ def save_checkpoint(model: TSCAM | CNNCAM, info: ModelInfo, path: str | Path) ->
     return atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata={METADATA_KEY: info.to_json()}))
 
 
+Shapes = dict[str, tuple[int, ...]]
+
+
 def read_checkpoint(path: str | Path) -> tuple[ModelInfo, dict[str, Tensor]]:
-    """Metadata and weights of a tscam ``.safetensors`` file."""
+    """Metadata and weights of a tscam ``.safetensors`` file.
+
+    The metadata is checked against the tensor shapes in the file's header before any tensor
+    is read or any model built (``check_fits``).
+    """
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
@@ -133,6 +140,7 @@ def read_checkpoint(path: str | Path) -> tuple[ModelInfo, dict[str, Tensor]]:
                 raise CheckpointError(f"{path}: a safetensors file without tscam metadata; "
                                       "pass it as timm weights (timm:NAME?file=...) instead")
             info = ModelInfo.from_json(metadata[METADATA_KEY], source=str(path))
+            check_fits(info, {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}, str(path))
             state = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, ValueError) as error:
         if isinstance(error, CheckpointError):
@@ -141,44 +149,120 @@ def read_checkpoint(path: str | Path) -> tuple[ModelInfo, dict[str, Tensor]]:
     return info, state
 
 
-def load_state(model: TSCAM | CNNCAM, state: dict[str, Tensor], source: str) -> None:
-    """Load weights, naming every key that is missing, unexpected or of another shape."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = [
-        f"{key} (checkpoint {tuple(state[key].shape)}, model {tuple(expected[key].shape)})"
-        for key in sorted(set(expected) & set(state))
-        if tuple(state[key].shape) != tuple(expected[key].shape)
-    ]
+def check_fits(info: ModelInfo, shapes: Shapes, source: str) -> None:
+    """Refuse metadata that does not describe the tensors of its file, naming the field.
+
+    The model is built on the meta device (shapes, no memory), so no metadata can make the
+    loader allocate more than the file's own tensors hold.
+    """
+    head = shapes.get("head.weight")
+    if head and head[0] != info.num_classes:
+        raise CheckpointError(f"{source}: metadata field num_classes is {info.num_classes:,}, but the file's "
+                              f"head.weight is for {head[0]:,} classes")
+    depth = info.timm_kwargs.get("depth")
+    blocks = {int(m.group(1)) for key in shapes if (m := re.match(r"blocks\.(\d+)\.", key))}
+    if info.family == "tscam" and depth is not None and depth != len(blocks):
+        raise CheckpointError(f"{source}: metadata field timm_kwargs.depth is {depth!r}, but the file holds "
+                              f"{len(blocks)} blocks")
+    try:
+        with torch.device("meta"):
+            model = build_model(info)
+    except (ValueError, TypeError, RuntimeError, AssertionError) as error:  # metadata naming no buildable timm model
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointError(f"{source}: cannot build the model it describes ({error_summary(error)})") from error
+    problems = fit_problems({key: tuple(value.shape) for key, value in model.state_dict().items()}, shapes)
+    if problems:
+        raise CheckpointError(f"{source}: its tensors do not fit the model its metadata describes (arch "
+                              f"{info.arch}, timm_kwargs {json.dumps(info.timm_kwargs)}); {problems}")
+    check_input_size(info, model, source)
+
+
+def check_input_size(info: ModelInfo, model: TSCAM | CNNCAM, source: str) -> None:
+    """A TS-CAM input must be whole tokens, at most MAX_GRID_RATIO times the side of its position grid."""
+    if not isinstance(model, TSCAM):
+        return
+    input_size = info.transform.input_size
+    trained = tuple(grid * patch for grid, patch in zip(model.pos_grid, model.patch_size, strict=True))
+    shown = f"{input_size[0]}x{input_size[1]}"
+    if any(side % patch for side, patch in zip(input_size, model.patch_size, strict=True)):
+        raise CheckpointError(f"{source}: metadata field preprocess.input_size {shown} is not a whole number of "
+                              f"the model's {model.patch_size[0]}x{model.patch_size[1]}-pixel tokens")
+    if any(side > MAX_GRID_RATIO * limit for side, limit in zip(input_size, trained, strict=True)):
+        raise CheckpointError(f"{source}: metadata field preprocess.input_size {shown} is over {MAX_GRID_RATIO} "
+                              f"times the {trained[0]}x{trained[1]} pixels of the file's position embedding")
+
+
+def fit_problems(expected: Shapes, found: Shapes) -> str:
+    """The keys of ``found`` that are missing, unexpected or of another shape than ``expected``, as text."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong_shape = [f"{key} (checkpoint {found[key]}, model {expected[key]})"
+                   for key in sorted(set(expected) & set(found)) if found[key] != expected[key]]
     problems = []
     for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong_shape)):
         if keys:
             shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
             problems.append(f"{label}: {shown}")
+    return "; ".join(problems)
+
+
+def load_state(model: TSCAM | CNNCAM, state: dict[str, Tensor], source: str) -> None:
+    """Load weights, naming every key that is missing, unexpected or of another shape."""
+    problems = fit_problems({key: tuple(value.shape) for key, value in model.state_dict().items()},
+                            {key: tuple(value.shape) for key, value in state.items()})
     if problems:
-        raise CheckpointError(f"{source} does not fit this model; " + "; ".join(problems))
+        raise CheckpointError(f"{source} does not fit this model; {problems}")
     model.load_state_dict(state)
+
+
+def check_finite(tensors: Iterable[tuple[str, Tensor]], source: str) -> None:
+    """Refuse weights holding NaN or infinite values: every score they give would be NaN."""
+    for name, tensor in tensors:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            count = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"{source}: tensor {name} holds {count:,} NaN or infinite values; "
+                                  "these weights cannot give scores")
+
+
+def check_weights_file(path: Path) -> None:
+    """Refuse a file that holds no weights, with its reason, before timm reads it (timm's own errors
+    say 'list index out of range'); ``.safetensors`` files are checked from their header alone."""
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a weights file")
+    if not path.is_file():
+        raise CheckpointError(f"no weights file at {path}")
+    if path.suffix == ".safetensors":  # as timm decides how to read it
+        try:
+            with safe_open(str(path), framework="pt"):
+                return
+        except (SafetensorError, OSError) as error:
+            raise CheckpointError(f"{path}: not a weights file, or a damaged one ({error_summary(error)})") from error
+    official_state_dict(read_torch_file(path), str(path))
 
 
 def read_torch_file(path: str | Path) -> Any:
     """``torch.load`` that only accepts tensors and plain containers, with errors that say why."""
     path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: an empty file, not a weights file")
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
-        if found is None:  # no forbidden global named: a damaged stream of pickle opcodes
-            raise CheckpointError(f"{path}: damaged checkpoint, or not weights-only ({error_summary(error)})") from error
+        if found is None:  # no forbidden global named: a damaged stream of pickle opcodes, or not a pickle at all
+            reason = re.search(r"WeightsUnpickler error: (.*?)(?:\s+Check the documentation|$)", str(error), re.S)
+            raise CheckpointError(f"{path}: not a weights file, or a damaged one "
+                                  f"({error_summary(reason.group(1) if reason else error)})") from error
         raise CheckpointError(
             f"{path}: refused, it needs code to unpickle ({found.group(1)}); only weights-only files are loaded"
         ) from error
     except Exception as error:  # damaged bytes make torch's unpickler fail in many ways (KeyError, struct.error, ...)
-        raise CheckpointError(f"{path}: damaged or truncated checkpoint ({type(error).__name__}: "
-                              f"{error_summary(error)})") from error
+        raise CheckpointError(f"{path}: not a weights file, or a damaged or truncated one "
+                              f"({type(error).__name__}: {error_summary(error)})") from error
 
 
-def error_summary(error: BaseException, limit: int = 600) -> str:
+def error_summary(error: BaseException | str, limit: int = 600) -> str:
     """An exception's text on one line, capped: library errors can run to paragraphs."""
     text = " ".join(str(error).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -12,6 +12,8 @@ from .checkpoint import (
     ModelInfo,
     build_model,
     check_family,
+    check_finite,
+    check_weights_file,
     error_summary,
     infer_official_info,
     load_state,
@@ -65,22 +67,25 @@ def load_model(
 
 def _from_file(path: Path, arch: str | None, timm_kwargs: dict[str, Any] | None,
                family: Family | None) -> TSCAM | CNNCAM:
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
     if path.suffix == ".safetensors":
-        info, state = read_checkpoint(path)
+        info, state = read_checkpoint(path)  # checks that the metadata fits the tensors
     else:
         state = official_state_dict(read_torch_file(path), str(path))
         info = infer_official_info(state, str(path))
         if arch is not None:
             info.arch, info.timm_kwargs = arch, dict(timm_kwargs or {})
     check_family(info, family, str(path))
+    check_finite(state.items(), str(path))
     try:
         model = build_model(info)
     except CheckpointError:
         raise
-    except (ValueError, TypeError, RuntimeError) as error:  # metadata naming no buildable timm model
-        raise CheckpointError(f"{path}: cannot build the model it describes ({error})") from error
+    except (ValueError, TypeError, RuntimeError) as error:  # an arch or timm_kwargs naming no buildable timm model
+        raise CheckpointError(f"{path}: cannot build the model it describes ({error_summary(error)})") from error
     load_state(model, state, str(path))
     return model
 
@@ -92,13 +97,17 @@ def _from_timm(spec: str) -> TSCAM:
         if not query.startswith("file="):
             raise CheckpointError(f"{TIMM_PREFIX}{spec}: expected timm:NAME or timm:NAME?file=PATH")
         weights = query[len("file="):]
-    if weights is not None and not Path(weights).is_file():
-        raise CheckpointError(f"no weights file at {weights}")
+    if weights is not None:
+        try:
+            check_weights_file(Path(weights))
+        except CheckpointError as error:
+            raise CheckpointError(f"{TIMM_PREFIX}{spec}: {error}") from error
     try:
         model = create_tscam(name, num_classes=None, head_kind="linear", pretrained=True, pretrained_file=weights)
     except Exception as error:  # timm's loaders raise anything from RuntimeError to hub errors; name the source
         where = weights or "timm's pretrained weights"
         raise CheckpointError(f"{TIMM_PREFIX}{spec}: cannot load {where} ({error_summary(error)})") from error
+    check_finite(model.state_dict().items(), f"{TIMM_PREFIX}{spec}")
     config = model_pretrained_config(name)
     size = tuple(config.get("input_size", (3, 224, 224))[1:])
     model.info = ModelInfo(

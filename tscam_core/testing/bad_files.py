@@ -29,10 +29,11 @@ from ..errors import ImageError
 
 @dataclass(frozen=True)
 class Expectation:
-    """``outcome`` "image": an RGB image of ``size`` (width, height); "error": an ``ImageError``;
-    "any": either of the two (a randomly damaged file), but never another exception."""
+    """``outcome`` "image": an RGB image of ``size`` (width, height); "model": a loaded model (a
+    checkpoint); "error": a clear error (``ImageError``, or what ``probe`` is told counts as one);
+    "any": a result or a clear error (a randomly damaged file), but never another exception."""
 
-    outcome: Literal["image", "error", "any"]
+    outcome: Literal["image", "model", "error", "any"]
     size: tuple[int, int] | None = None
     why: str = ""
 
@@ -233,13 +234,15 @@ def _max_rss_bytes() -> int:
 
 def probe(
     case: BadFile,
-    handler: Callable[[bytes], Image.Image],
+    handler: Callable[[bytes], Any],
     clear_errors: tuple[type[BaseException], ...] = (ImageError,),
+    check: Callable[[BadFile, Any], tuple[str, str]] | None = None,
 ) -> Outcome:
     """Run ``handler(case.data)``, which must return the loaded RGB image; classify and measure it.
 
     ``clear_errors`` are the exceptions that count as a clear refusal (a dataset reader may
-    add ``DatasetError``); any other exception is a crash.
+    add ``DatasetError``); any other exception is a crash. ``check`` classifies what the
+    handler returned, for handlers that load something else than an image (a checkpoint).
 
     Memory is measured twice: tracemalloc sees Python and numpy allocations; the growth of the
     process's peak resident size also catches native (Pillow, torch) allocations.
@@ -248,8 +251,8 @@ def probe(
     tracemalloc.start()
     start = time.perf_counter()
     try:
-        image = handler(case.data)
-        result, detail = _check_image(case, image)
+        loaded = handler(case.data)
+        result, detail = (check or _check_image)(case, loaded)
     except clear_errors as problem:
         result, detail = "error", str(problem)
     except Exception as problem:  # noqa: BLE001 - the point is to catch any crash and report it
