@@ -17,6 +17,9 @@ Every default is a convention of the reference code, named with its source file:
   mask's half-open bounding box), so the IoU counts each predicted box one column and one row wider
   than the pixels it bounds; GT boxes are counted the same way. "half_open" (area
   ``(x1 - x0) * (y1 - y0)``, the box as the pixels it bounds) is an option, never the default.
+  The GT boxes themselves are the dataset's, scaled to the input as floats (``transforms``); the
+  reference loaders truncate them to integers (TS-CAM's also clips ``x1``, ``y1`` to the last
+  pixel): a difference in the data fed to these metrics, not in the metrics.
 - The paper's protocol (TS-CAM ``lib/utils.py``, ``evaluate_cls_loc`` and ``cls_loc_err``): a box
   from the map of each top-k class, the maximum IoU over all GT boxes; Top-1 and Top-5 Loc need
   the right class and IoU > 0.5, GT-known Loc needs IoU >= 0.5. Only the GT class's box can have
