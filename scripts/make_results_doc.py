@@ -368,7 +368,7 @@ def render(results: Results, command: list[str], script_command: str, figure: Pa
     thresholds = box["best_cam_threshold"]
     lines += ["", "M-Ins: the box touches two or more GT boxes with IoG > 0.3; the paper has no M-Ins on CUB "
               "(one bird per image). Part: IoP > 0.5. More: IoG >= 0.7. Part and More are judged on the GT box of "
-              "highest IoU, as the official code's get_badcase_detail (lib/utils.py). The types are exclusive, "
+              "highest IoU, as the official code's get_badcase_detail (lib/cams_deit.py). The types are exclusive, "
               "tested in this order.",
               "", "## The stricter metrics of Choe et al. (CVPR 2020)", "",
               row("metric", "measured", "best CAM threshold"), row("---", "---:", "---:"),

@@ -11,7 +11,7 @@ so no map outlives its image.
 Every default is a convention of the reference code, named with its source file:
 
 - Pixel counting (``BoxConvention``): "inclusive", as both references (``cal_iou`` in TS-CAM's
-  ``lib/utils.py``, ``calculate_multiple_iou`` in wsolevaluation's ``evaluation.py``): a box spans
+  ``lib/cams_deit.py``, ``calculate_multiple_iou`` in wsolevaluation's ``evaluation.py``): a box spans
   ``x1 - x0 + 1`` columns and ``y1 - y0 + 1`` rows in every area, intersection and union. Boxes
   from maps are those of the official code, ``[x, y, x + w, y + h]`` from ``cv2.boundingRect`` (the
   mask's half-open bounding box), so the IoU counts each predicted box one column and one row wider
@@ -20,7 +20,7 @@ Every default is a convention of the reference code, named with its source file:
   The GT boxes themselves are the dataset's, scaled to the input as floats (``transforms``); the
   reference loaders truncate them to integers (TS-CAM's also clips ``x1``, ``y1`` to the last
   pixel): a difference in the data fed to these metrics, not in the metrics.
-- The paper's protocol (TS-CAM ``lib/utils.py``, ``evaluate_cls_loc`` and ``cls_loc_err``): a box
+- The paper's protocol (TS-CAM ``lib/cams_deit.py``, ``evaluate_cls_loc`` and ``cls_loc_err``): a box
   from the map of each top-k class, the maximum IoU over all GT boxes; Top-1 and Top-5 Loc need
   the right class and IoU > 0.5, GT-known Loc needs IoU >= 0.5. Only the GT class's box can have
   the right class, so Top-1/Top-5 Loc need just the GT-known IoU and the rank of the GT class.
@@ -178,7 +178,7 @@ class Overlap:
     """How one predicted box meets an image's GT boxes, as Algorithm 1 reads it.
 
     ``iou`` is the maximum over the GT boxes; ``iog`` and ``iop`` are those of the GT box with that
-    IoU (the first of them), as TS-CAM's ``get_badcase_detail`` (``lib/utils.py``) judges Part and More.
+    IoU (the first of them), as TS-CAM's ``get_badcase_detail`` (``lib/cams_deit.py``) judges Part and More.
     """
 
     iou: float
