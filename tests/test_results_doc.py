@@ -114,7 +114,8 @@ def test_without_validation_images_the_rows_share_the_main_threshold(trained, tm
 
 
 def test_reuse_keeps_only_a_run_of_the_same_images(trained, tmp_path, monkeypatch):
-    """--reuse must not pass off a run of other images (a --limit, another split or dataset) as the command's."""
+    """--reuse must not pass off a run of other images (a --limit, another split or dataset) or of another
+    protocol (threshold step, box convention) as the command's."""
     script = load_script()
     config, checkpoint = trained
     from tscam_core.datasets import open_dataset as open_split
@@ -128,10 +129,11 @@ def test_reuse_keeps_only_a_run_of_the_same_images(trained, tmp_path, monkeypatc
     monkeypatch.setattr(script.subprocess, "run",
                         lambda command, cwd: ran.append(command) or argparse.Namespace(returncode=0))
     args = argparse.Namespace(reuse=True, dataset=str(config.data), split="test", limit=2, batch_size=6, threads=1,
-                              device="cpu")
+                              device="cpu", cam_curve_interval=0.1, box_convention="inclusive")
     script.run_evaluation(args, str(checkpoint), out, 0.3)
-    assert ran == []  # the same images: reused
-    for changed in ({"limit": None}, {"split": "all"}, {"dataset": str(tmp_path)}):
+    assert ran == []  # the same images, scored the same way: reused
+    for changed in ({"limit": None}, {"split": "all"}, {"dataset": str(tmp_path)}, {"cam_curve_interval": 0.01},
+                    {"box_convention": "half_open"}):
         script.run_evaluation(argparse.Namespace(**{**vars(args), **changed}), str(checkpoint), out, 0.3)
-        assert len(ran) == 1, changed  # other images: evaluated again
+        assert len(ran) == 1, changed  # other images or another protocol: evaluated again
         ran.clear()

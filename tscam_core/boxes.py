@@ -2,7 +2,11 @@
 
 The map is upsampled to the image, min-max normalised, quantised to 0..255, kept where it
 is above ``threshold x max``; the box is the bounding rectangle of the largest contour.
-Boxes are ``[x0, y0, x1, y1]`` with half-open extents (see ``transforms``).
+Boxes are ``[x, y, x + w, y + h]`` from ``cv2.boundingRect``, as the official code writes them
+(``get_bboxes`` in TS-CAM's ``lib/cams_deit.py``): the mask's bounding box with half-open extents
+(see ``transforms``). The metrics count their pixels inclusively by default, as both reference
+codes' IoU does, which makes such a box one column and one row wider than the pixels it bounds
+(``tscam_core.metrics``).
 
 "Every contour" means what it does in Choe et al.'s reference code (``cv2.RETR_TREE``): the outer
 border of each region, and also the border of each hole in a region and each region inside a
@@ -27,7 +31,7 @@ from torch import Tensor
 from .compiled import compiled
 from .level_sets import level_set_boxes
 
-#: The box the official code returns when nothing survives the threshold.
+#: The box the official TS-CAM code returns when nothing survives the threshold (``get_bboxes``).
 EMPTY_BOX = np.array([0, 0, 1, 1], dtype=np.float32)
 
 
@@ -195,12 +199,13 @@ class ContourSweep:
     """Every contour's box at every CAM threshold of a sweep, and the official box where asked.
 
     ``owner[i]`` is the index of the threshold that ``boxes[i]`` came from; ``largest[j]`` is
-    ``box_from_map(cam01, thresholds[j])`` for each asked ``j``.
+    ``box_from_map(cam01, thresholds[j])`` for each asked ``j``; ``shape`` is the map's (height, width).
     """
 
     boxes: np.ndarray
     owner: np.ndarray
     largest: dict[int, np.ndarray]
+    shape: tuple[int, int]
 
 
 def contour_sweep(cam01: np.ndarray, thresholds: Sequence[float], largest_at: Iterable[int] = ()) -> ContourSweep:
@@ -243,7 +248,7 @@ def contour_sweeps(grays: np.ndarray, thresholds: Sequence[Sequence[float]],
     edges = np.searchsorted(map_of[owner], np.arange(count + 1))  # a map's boxes are contiguous
     chosen = iter(largest)
     return [ContourSweep(boxes[edges[i]:edges[i + 1]].astype(np.float32), owner[edges[i]:edges[i + 1]] - starts[i],
-                         {int(j): next(chosen) for j in largest_at[i]}) for i in range(count)]
+                         {int(j): next(chosen) for j in largest_at[i]}, grays.shape[1:]) for i in range(count)]
 
 
 def largest_boxes(grays: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:

@@ -9,6 +9,13 @@ input size by ``boxes.upsample_map``. The per-image table reports boxes in the o
 (``Preprocess.boxes_to_original``). With a center crop in the checkpoint's preprocessing, GT boxes
 are clipped to the crop, as they would be in the official code.
 
+Protocol: every default is the reference code's (``tscam_core.metrics`` names each convention and its
+source file): IoU counts box pixels inclusively; Top-1/Top-5 Loc need IoU > 0.5 and GT-known Loc
+IoU >= 0.5 (TS-CAM ``lib/cams_deit.py``); Algorithm 1 judges Part and More on the GT box of highest IoU;
+MaxBoxAccV2 and PxAP sweep ``np.arange(0, 1, 0.001)`` (wsolevaluation ``evaluation.py``).
+``--box-convention half_open`` and ``--cam-curve-interval 0.01`` are options, recorded in
+summary.json's settings.
+
 One pass yields the main setting (``variant`` / ``layers``: the paper's five accuracies, Algorithm 1,
 MaxBoxAccV2, PxAP where masks exist, the curves against the IoU and CAM thresholds), the three map
 variants and every layer count 1..L, all from the same ``Explanation``. The model runs in the main
@@ -65,7 +72,10 @@ from .graph import graph_explain
 from .images import load_image
 from .loading import load_model
 from .metrics import (
+    BOX_CONVENTIONS,
     CAM_CURVE_INTERVAL,
+    DEFAULT_BOX_CONVENTION,
+    BoxConvention,
     LocalizationAccumulator,
     MaxBoxAccV2,
     Overlap,
@@ -108,8 +118,9 @@ class EvalSettings:
 
     cam_threshold: float = 0.1  # the paper's threshold for the box of the main setting
     map: MapSpec = MapSpec()  # the main map; the other variants use its blocks and sign convention
-    iou_threshold: float = 0.5
-    cam_curve_interval: float = CAM_CURVE_INTERVAL  # MaxBoxAccV2 sweep and PxAP bins (Choe et al.'s step)
+    iou_threshold: float = 0.5  # Top-1/Top-5 Loc need IoU above it, GT-known Loc at least it (official code)
+    box_convention: BoxConvention = DEFAULT_BOX_CONVENTION  # pixels counted inclusively, as both references
+    cam_curve_interval: float = CAM_CURVE_INTERVAL  # MaxBoxAccV2 sweep and PxAP bins (Choe et al.'s step, 0.001)
     threshold_curve_interval: float = 0.05  # accuracy vs CAM threshold (largest contour)
     batch_size: int = 32
     threads: int | None = None  # scoring workers (None: see ScoringPool.of)
@@ -125,7 +136,8 @@ class EvalSettings:
     def record(self) -> dict:
         return {
             "cam_threshold": self.cam_threshold, **self.map.record(),
-            "iou_threshold": self.iou_threshold, "cam_curve_interval": self.cam_curve_interval,
+            "iou_threshold": self.iou_threshold, "box_convention": self.box_convention,
+            "cam_curve_interval": self.cam_curve_interval,
             "threshold_curve_interval": self.threshold_curve_interval, "frame": "model_input",
             "batch_size": self.batch_size, "limit": self.limit, "threads": self.scoring.workers,
             "pool": self.scoring.kind, "graph": self.graph,
@@ -139,6 +151,11 @@ class EvalSettings:
             ("limit", self.limit, self.limit is None or self.limit >= 0, "0 or more"),
             ("cam_threshold", self.cam_threshold, 0.0 <= self.cam_threshold < 1.0, "within [0, 1)"),
             ("iou_threshold", self.iou_threshold, 0.0 < self.iou_threshold <= 1.0, "within (0, 1]"),
+            ("box_convention", repr(self.box_convention), self.box_convention in BOX_CONVENTIONS,
+             f"one of {', '.join(BOX_CONVENTIONS)}"),
+            ("cam_curve_interval", self.cam_curve_interval, 0.0 < self.cam_curve_interval <= 1.0, "within (0, 1]"),
+            ("threshold_curve_interval", self.threshold_curve_interval, 0.0 < self.threshold_curve_interval <= 1.0,
+             "within (0, 1]"),
             ("thumbnails", self.thumbnails, self.thumbnails >= 0, "0 or more"),
         ) if not ok]
         if problems:
@@ -301,9 +318,10 @@ def score_batch(job: BatchJob, context: Context) -> list[ImageScore]:
         *(sweeps[i].largest[j] for j in plan.curve), sweeps[i].largest[plan.main],
         *(boxes[i, c] for c in range(2, channels)), boxes.get((i, 1), sweeps[i].largest[plan.main]),
     ]) for i in range(count)])
+    convention = settings.box_convention
     chosen_ious = grouped_max_ious(chosen.reshape(-1, 4), np.repeat(np.arange(count), chosen.shape[1]),
-                                   job.gt_boxes).reshape(count, -1)
-    best = sweeps_best_ious(sweeps[:count], job.gt_boxes, len(context.sweep))
+                                   job.gt_boxes, convention).reshape(count, -1)
+    best = sweeps_best_ious(sweeps[:count], job.gt_boxes, len(context.sweep), convention)
     curve = len(plan.curve)
     scores, images = [], None
     for i in range(count):
@@ -317,7 +335,7 @@ def score_batch(job: BatchJob, context: Context) -> list[ImageScore]:
             original_size=job.sizes[i],
             top_classes=job.top_classes[i],
             top_scores=job.top_scores[i],
-            top1=Overlap.of(pred_box, gts),
+            top1=Overlap.of(pred_box, gts, convention),
             gt_known_iou=gt_known_iou,
             pred_box=pred_box,
             gt_known_box=gt_known_box,
@@ -329,7 +347,7 @@ def score_batch(job: BatchJob, context: Context) -> list[ImageScore]:
             layer_ious=[gt_known_iou if k == context.main_layer_count else next(extra_ious)
                         for k in range(1, context.depth + 1)],
         )
-        located = score.top_classes[0] == score.gt_class and score.top1.iou >= settings.iou_threshold
+        located = hits(score.top_classes, score.gt_class, gt_known_iou, settings.iou_threshold).top1_loc
         if job.sampled[i] or not located:
             if job.inputs is None:  # a process pool: the file decoded again costs less than pickling every input
                 pixels = np.asarray(context.preprocess.geometry(load_image(job.samples[i].path))[0])
@@ -744,9 +762,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="map of the main setting (default: the model's own, tscam or a CNN's cam)")
     parser.add_argument("--signed-class-maps", action="store_true",
                         help="couple the signed S_c, as the paper's Eq. 7 and the official code do (default: rectified)")
-    parser.add_argument("--iou-threshold", type=float, default=0.5)
+    parser.add_argument("--iou-threshold", type=float, default=0.5,
+                        help="Top-1/Top-5 Loc need IoU above it, GT-known Loc at least it (the official code's)")
+    parser.add_argument("--box-convention", default=DEFAULT_BOX_CONVENTION, choices=BOX_CONVENTIONS,
+                        help="how IoU counts box pixels: inclusive (+1 each side, both reference codes) or half_open")
     parser.add_argument("--cam-curve-interval", type=float, default=CAM_CURVE_INTERVAL,
-                        help="MaxBoxAccV2 / PxAP threshold step")
+                        help=f"MaxBoxAccV2 / PxAP threshold step (default {CAM_CURVE_INTERVAL}, Choe et al.'s "
+                             "training and inference code; 0.01 is their evaluation.py's command-line default)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int,
@@ -773,7 +795,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = EvalSettings(
             cam_threshold=args.threshold,
             map=MapSpec(args.variant or variants_for(model.depth)[0], args.layers, args.signed_class_maps),
-            iou_threshold=args.iou_threshold,
+            iou_threshold=args.iou_threshold, box_convention=args.box_convention,
             cam_curve_interval=args.cam_curve_interval, batch_size=args.batch_size, threads=args.threads,
             pool=args.pool, loader_workers=args.workers, model_threads=args.model_threads, graph=not args.eager,
             thumbnails=args.thumbnails, limit=args.limit,

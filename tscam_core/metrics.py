@@ -1,33 +1,52 @@
 """Weakly supervised localization metrics: the paper's, its error analysis, and Choe et al.'s stricter ones.
 
-Everything here is numpy (one loop compiled by numba) on boxes ``[x0, y0, x1, y1]`` with half-open extents (area
-``(x1 - x0) * (y1 - y0)``, as in ``transforms``); maps are normalised, image-sized arrays and
-become boxes only through ``tscam_core.boxes``.
+Everything here is numpy (one loop compiled by numba) on boxes ``[x0, y0, x1, y1]``; maps are
+normalised, image-sized arrays and become boxes only through ``tscam_core.boxes``.
 
 Evaluation streams: a per-image function (pure, thread-safe: ``overlap``, ``largest_box_ious``,
 ``best_box_ious``, ``score_histograms``) turns one map into a few numbers, and an accumulator
 (``LocalizationAccumulator``, ``ThresholdCurve``, ``MaxBoxAccV2``, ``PxAP``, ``Tally``) adds them up,
 so no map outlives its image.
 
-- The paper's protocol (official TS-CAM code): a box from the map of each top-k class, the maximum
-  IoU over all GT boxes, correct at IoU >= 0.5 and the right class. Only the GT class's box can
-  satisfy both, so Top-1/Top-5 Loc need just the GT-known IoU and the rank of the GT class.
-- Algorithm 1 of the appendix (``error_type``): Cls, M-Ins, Part, More, OT, mutually exclusive.
-- MaxBoxAccV2 (Choe et al., CVPR 2020): for each CAM threshold every contour's box (holes' borders too), the best one
-  per image; the accuracy at the best threshold for each IoU threshold 0.3/0.5/0.7; their mean.
-- PxAP: average precision of the pixels of a map against a mask, from score histograms.
+Every default is a convention of the reference code, named with its source file:
 
-Against Choe et al.'s reference code (wsolevaluation): their boxes are inclusive (``+1`` in areas,
-``x1`` clipped to ``width - 1``), ours half-open, so IoUs differ by a pixel's worth at box edges;
-thresholds, contours, the best box per image and the best threshold per IoU are the same, and so
-are PxAP's score bins. The maps themselves are the TS-CAM protocol's (bilinear upsampling to the
-input, as the paper evaluates); their code upsamples its CAMs bicubically.
+- Pixel counting (``BoxConvention``): "inclusive", as both references (``cal_iou`` in TS-CAM's
+  ``lib/cams_deit.py``, ``calculate_multiple_iou`` in wsolevaluation's ``evaluation.py``): a box spans
+  ``x1 - x0 + 1`` columns and ``y1 - y0 + 1`` rows in every area, intersection and union. Boxes
+  from maps are those of the official code, ``[x, y, x + w, y + h]`` from ``cv2.boundingRect`` (the
+  mask's half-open bounding box), so the IoU counts each predicted box one column and one row wider
+  than the pixels it bounds; GT boxes are counted the same way. "half_open" (area
+  ``(x1 - x0) * (y1 - y0)``, the box as the pixels it bounds) is an option, never the default.
+  The GT boxes themselves are the dataset's, scaled to the input as floats (``transforms``); the
+  reference loaders truncate them to integers (TS-CAM's also clips ``x1``, ``y1`` to the last
+  pixel): a difference in the data fed to these metrics, not in the metrics.
+- The paper's protocol (TS-CAM ``lib/cams_deit.py``, ``evaluate_cls_loc`` and ``cls_loc_err``): a box
+  from the map of each top-k class, the maximum IoU over all GT boxes; Top-1 and Top-5 Loc need
+  the right class and IoU > 0.5, GT-known Loc needs IoU >= 0.5. Only the GT class's box can have
+  the right class, so Top-1/Top-5 Loc need just the GT-known IoU and the rank of the GT class.
+- Algorithm 1 of the appendix (``error_type``, TS-CAM ``get_badcase_detail``): Cls, M-Ins, Part,
+  More, OT, mutually exclusive; Part (IoP > 0.5) and More (IoG >= 0.7) are judged on the GT box of
+  highest IoU (the first of them on ties), M-Ins counts the GT boxes with IoG > 0.3.
+- MaxBoxAccV2 (Choe et al., CVPR 2020; wsolevaluation ``evaluation.py``, ``BoxEvaluator`` and
+  ``compute_bboxes_from_scoremaps``): for each CAM threshold of ``np.arange(0, 1, 0.001)`` every
+  contour's box (holes' borders too), ``x1`` and ``y1`` clipped to the last column and row, and
+  ``[0, 0, 0, 0]`` at a threshold that keeps no pixel; the best box per image; the accuracy at
+  the best threshold for each IoU threshold 0.3/0.5/0.7 (IoU >= each); their mean.
+- PxAP (wsolevaluation ``evaluation.py``, ``MaskEvaluator``): average precision of the pixels of a
+  map against a mask, from score histograms binned at the same thresholds.
+
+The threshold grid is the raw ``np.arange`` of the reference (``cam_thresholds``), step 0.001 as
+Choe et al.'s training and inference code (``config.py``, ``inference.py``); their stand-alone
+``evaluation.py`` command line defaults to 0.01, which ``--cam-curve-interval 0.01`` gives. The maps
+themselves are the TS-CAM protocol's (bilinear upsampling to the input, as the paper evaluates);
+Choe et al.'s code upsamples its CAMs bicubically.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -43,105 +62,124 @@ M_INS_IOG = 0.3
 PART_IOP = 0.5
 MORE_IOG = 0.7
 
-#: The step of Choe et al.'s CAM-threshold sweep (np.arange(0, 1, 0.01)), and their IoU thresholds.
-CAM_CURVE_INTERVAL = 0.01
+#: How box pixels are counted (see the module docstring); the default is both references'.
+BoxConvention = Literal["inclusive", "half_open"]
+BOX_CONVENTIONS: tuple[str, ...] = ("inclusive", "half_open")
+DEFAULT_BOX_CONVENTION: BoxConvention = "inclusive"
+
+#: The step of Choe et al.'s CAM-threshold sweep (np.arange(0, 1, 0.001) in their training and inference
+#: code), and their IoU thresholds.
+CAM_CURVE_INTERVAL = 0.001
 MAXBOXACC_IOUS: tuple[float, ...] = (0.3, 0.5, 0.7)
 #: IoU thresholds of the accuracy-vs-IoU curve (the paper's Fig. 7).
 CURVE_IOUS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
 
 def cam_thresholds(interval: float) -> np.ndarray:
-    """0, interval, 2 x interval, ... below 1: Choe et al.'s sweep (interval 0.01 there)."""
+    """``np.arange(0, 1, interval)``, unrounded, as Choe et al.'s code builds its sweep: a rounded
+    value can move the gray cut ``int(t * max)`` and a PxAP bin edge."""
     if not 0.0 < interval <= 1.0:
         raise ValueError(f"CAM threshold interval must be within (0, 1], got {interval}")
-    count = int(np.floor(1.0 / interval - 1e-9)) + 1
-    return np.round(np.arange(count) * interval, 6)
+    return np.arange(0, 1, interval)
+
+
+def _extent(convention: BoxConvention) -> float:
+    """What a box's width and height add to ``x1 - x0`` and ``y1 - y0``: a pixel where inclusive."""
+    if convention not in BOX_CONVENTIONS:
+        raise ValueError(f"box convention must be one of {', '.join(BOX_CONVENTIONS)}, got {convention!r}")
+    return 1.0 if convention == "inclusive" else 0.0
 
 
 def as_boxes(boxes: np.ndarray | Sequence) -> np.ndarray:
     return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
 
 
-def box_area(boxes: np.ndarray) -> np.ndarray:
-    boxes = as_boxes(boxes)
-    return np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
+def box_area(boxes: np.ndarray, convention: BoxConvention = DEFAULT_BOX_CONVENTION) -> np.ndarray:
+    boxes, extent = as_boxes(boxes), _extent(convention)
+    return np.maximum(boxes[:, 2] - boxes[:, 0] + extent, 0) * np.maximum(boxes[:, 3] - boxes[:, 1] + extent, 0)
 
 
-def pairwise_intersection(boxes: np.ndarray, gts: np.ndarray) -> np.ndarray:
+def pairwise_intersection(boxes: np.ndarray, gts: np.ndarray,
+                          convention: BoxConvention = DEFAULT_BOX_CONVENTION) -> np.ndarray:
     """Area shared by each of ``boxes`` (N, 4) with each of ``gts`` (K, 4): (N, K)."""
-    return _intersection(as_boxes(boxes)[:, None, :], as_boxes(gts)[None, :, :])
+    return _intersection(as_boxes(boxes)[:, None, :], as_boxes(gts)[None, :, :], _extent(convention))
 
 
-def _intersection(boxes: np.ndarray, gts: np.ndarray) -> np.ndarray:
+def _intersection(boxes: np.ndarray, gts: np.ndarray, extent: float) -> np.ndarray:
     """Area shared by broadcast ``boxes`` and ``gts`` (..., 4)."""
-    width = np.minimum(boxes[..., 2], gts[..., 2]) - np.maximum(boxes[..., 0], gts[..., 0])
-    height = np.minimum(boxes[..., 3], gts[..., 3]) - np.maximum(boxes[..., 1], gts[..., 1])
+    width = np.minimum(boxes[..., 2], gts[..., 2]) - np.maximum(boxes[..., 0], gts[..., 0]) + extent
+    height = np.minimum(boxes[..., 3], gts[..., 3]) - np.maximum(boxes[..., 1], gts[..., 1]) + extent
     return np.maximum(width, 0) * np.maximum(height, 0)
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """numerator / denominator, 0 where the denominator is 0 (an empty box overlaps nothing)."""
+    """numerator / denominator, 0 where the denominator is not positive (an empty box overlaps nothing,
+    as the reference's degenerate boxes)."""
     out = np.zeros(np.broadcast_shapes(numerator.shape, denominator.shape))
     np.divide(numerator, denominator, out=out, where=denominator > 0)
     return out
 
 
-def pairwise_iou(boxes: np.ndarray, gts: np.ndarray) -> np.ndarray:
+def pairwise_iou(boxes: np.ndarray, gts: np.ndarray, convention: BoxConvention = DEFAULT_BOX_CONVENTION) -> np.ndarray:
     """IoU of each of ``boxes`` (N, 4) with each GT box (K, 4): (N, K), in one vectorised step."""
-    inter = pairwise_intersection(boxes, gts)
-    return _ratio(inter, box_area(boxes)[:, None] + box_area(gts)[None, :] - inter)
+    inter = pairwise_intersection(boxes, gts, convention)
+    return _ratio(inter, box_area(boxes, convention)[:, None] + box_area(gts, convention)[None, :] - inter)
 
 
-def grouped_max_ious(boxes: np.ndarray, groups: np.ndarray, gts: Sequence[np.ndarray]) -> np.ndarray:
+def grouped_max_ious(boxes: np.ndarray, groups: np.ndarray, gts: Sequence[np.ndarray],
+                     convention: BoxConvention = DEFAULT_BOX_CONVENTION) -> np.ndarray:
     """Each box's best IoU over the GT boxes of its own image, ``gts[groups[i]]``: (N,), many images in one step.
 
-    The GT lists are padded with empty boxes, whose IoU with anything is 0, so each value equals
+    The GT lists are padded to one length; the padding's IoUs are set to 0 (an inclusive
+    ``[0, 0, 0, 0]`` is a pixel, not nothing), so each value equals
     ``box_iou(boxes[i], gts[groups[i]]).max()`` (0 with no GT box).
     """
-    boxes, groups = as_boxes(boxes), np.asarray(groups, dtype=np.int64)
+    boxes, groups, extent = as_boxes(boxes), np.asarray(groups, dtype=np.int64), _extent(convention)
     width = max((len(as_boxes(g)) for g in gts), default=0)
     if width == 0 or len(boxes) == 0:
         return np.zeros(len(boxes))
-    padded = np.zeros((len(gts), width, 4))
-    for row, g in zip(padded, gts, strict=True):
+    padded, real = np.zeros((len(gts), width, 4)), np.zeros((len(gts), width), bool)
+    for row, used, g in zip(padded, real, gts, strict=True):
         g = as_boxes(g)
-        row[:len(g)] = g
+        row[:len(g)], used[:len(g)] = g, True
     mine = padded[groups]  # N x K x 4
-    inter = _intersection(boxes[:, None, :], mine)
-    area = box_area(mine).reshape(mine.shape[:2])
-    return _ratio(inter, box_area(boxes)[:, None] + area - inter).max(axis=1)
+    inter = _intersection(boxes[:, None, :], mine, extent)
+    area = box_area(mine, convention).reshape(mine.shape[:2])
+    ious = _ratio(inter, box_area(boxes, convention)[:, None] + area - inter)
+    return np.where(real[groups], ious, 0.0).max(axis=1)
 
 
-def box_iou(box: np.ndarray, gts: np.ndarray) -> np.ndarray:
+def box_iou(box: np.ndarray, gts: np.ndarray, convention: BoxConvention = DEFAULT_BOX_CONVENTION) -> np.ndarray:
     """Intersection over union of ``box`` with each GT box: (K,)."""
-    return pairwise_iou(as_boxes(box)[:1], gts)[0]
+    return pairwise_iou(as_boxes(box)[:1], gts, convention)[0]
 
 
-def box_iog(box: np.ndarray, gts: np.ndarray) -> np.ndarray:
+def box_iog(box: np.ndarray, gts: np.ndarray, convention: BoxConvention = DEFAULT_BOX_CONVENTION) -> np.ndarray:
     """Intersection over each GT box's area: (K,)."""
-    return _box_overlaps(box, gts)[1]
+    return _box_overlaps(box, gts, convention)[1]
 
 
-def box_iop(box: np.ndarray, gts: np.ndarray) -> np.ndarray:
+def box_iop(box: np.ndarray, gts: np.ndarray, convention: BoxConvention = DEFAULT_BOX_CONVENTION) -> np.ndarray:
     """Intersection over the predicted box's area, per GT box: (K,)."""
-    return _box_overlaps(box, gts)[2]
+    return _box_overlaps(box, gts, convention)[2]
 
 
-def _box_overlaps(box: np.ndarray, gts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _box_overlaps(box: np.ndarray, gts: np.ndarray,
+                  convention: BoxConvention) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """IoU, IoG and IoP of ``box`` with each GT box, (K,) each, from one intersection."""
     box, gts = as_boxes(box)[:1], as_boxes(gts)
-    inter = pairwise_intersection(box, gts)[0]
-    area, gt_areas = box_area(box)[0], box_area(gts)
+    inter = pairwise_intersection(box, gts, convention)[0]
+    area, gt_areas = box_area(box, convention)[0], box_area(gts, convention)
     return _ratio(inter, area + gt_areas - inter), _ratio(inter, gt_areas), _ratio(inter, np.full_like(inter, area))
-
-
-def _max(values: np.ndarray) -> float:
-    return float(values.max()) if values.size else 0.0
 
 
 @dataclass(frozen=True)
 class Overlap:
-    """How one predicted box meets an image's GT boxes: the maxima Algorithm 1 needs."""
+    """How one predicted box meets an image's GT boxes, as Algorithm 1 reads it.
+
+    ``iou`` is the maximum over the GT boxes; ``iog`` and ``iop`` are those of the GT box with that
+    IoU (the first of them), as TS-CAM's ``get_badcase_detail`` (``lib/cams_deit.py``) judges Part and More.
+    """
 
     iou: float
     iog: float
@@ -149,23 +187,36 @@ class Overlap:
     touched: int  # GT boxes with IoG > 0.3 (Algorithm 1's Count(IoG > 0.3))
 
     @classmethod
-    def of(cls, box: np.ndarray, gts: np.ndarray) -> Overlap:
-        """As ``box_iou``, ``box_iog`` and ``box_iop``, from one intersection."""
-        iou, iog, iop = _box_overlaps(box, gts)
-        return cls(_max(iou), _max(iog), _max(iop), int((iog > M_INS_IOG).sum()))
+    def of(cls, box: np.ndarray, gts: np.ndarray, convention: BoxConvention = DEFAULT_BOX_CONVENTION) -> Overlap:
+        """From one intersection of ``box`` with every GT box."""
+        iou, iog, iop = _box_overlaps(box, gts, convention)
+        if iou.size == 0:
+            return cls(0.0, 0.0, 0.0, 0)
+        best = int(iou.argmax())  # the first of the highest, as the reference's strict ``>`` scan
+        return cls(float(iou[best]), float(iog[best]), float(iop[best]), int((iog > M_INS_IOG).sum()))
+
+
+def top1_located(iou: float | np.ndarray, iou_threshold: float = 0.5) -> bool | np.ndarray:
+    """Top-1 / Top-5 Loc's test of a box: IoU strictly above the threshold (TS-CAM ``cls_loc_err``)."""
+    return iou > iou_threshold
+
+
+def gt_known_located(iou: float | np.ndarray, iou_threshold: float = 0.5) -> bool | np.ndarray:
+    """GT-known Loc's test of a box: IoU at least the threshold (TS-CAM ``evaluate_cls_loc``)."""
+    return iou >= iou_threshold
 
 
 def error_type(correct_cls: bool, overlap: Overlap, iou_threshold: float = 0.5) -> str:
     """Algorithm 1: "correct" (Top-1 Loc) or the first error type that applies."""
     if not correct_cls:
         return "cls"
-    if overlap.iou >= iou_threshold:
+    if top1_located(overlap.iou, iou_threshold):
         return CORRECT
     if overlap.touched > 1:
         return "m_ins"
     if overlap.iop > PART_IOP:
         return "part"
-    if overlap.iog > MORE_IOG:
+    if overlap.iog >= MORE_IOG:
         return "more"
     return "ot"
 
@@ -185,13 +236,14 @@ def hits(top_classes: Sequence[int], gt_class: int, gt_known_iou: float, iou_thr
     """Classification and localization correctness from the ranked classes and the GT-class box's IoU.
 
     The official protocol draws a box for each top-k class and needs the right class *and*
-    IoU >= threshold: only the GT class's box can qualify, hence the GT-known IoU suffices.
+    IoU > threshold: only the GT class's box can qualify, hence the GT-known IoU suffices.
+    GT-known Loc needs IoU >= threshold.
     """
     ranked = [int(c) for c in top_classes]
-    located = gt_known_iou >= iou_threshold
+    located = bool(top1_located(gt_known_iou, iou_threshold))
     top1 = bool(ranked) and ranked[0] == gt_class
     top5 = gt_class in ranked[:5]
-    return Hits(top1, top5, top1 and located, top5 and located, located)
+    return Hits(top1, top5, top1 and located, top5 and located, bool(gt_known_located(gt_known_iou, iou_threshold)))
 
 
 class Counts:
@@ -233,7 +285,8 @@ class Tally(Counts):
 
 
 class LocalizationAccumulator(Counts):
-    """The paper's accuracies, Algorithm 1's error fractions, per-class figures and Fig. 7's curve."""
+    """The paper's accuracies, Algorithm 1's error fractions, per-class figures and Fig. 7's curve
+    (its GT-known points at IoU >= each threshold, its Top-1 points at IoU > each, as the accuracies)."""
 
     COUNTS = ("count", "sums", "errors", "curve_gt_known", "curve_top1", "class_count", "class_gt_known",
               "class_top1_cls")
@@ -258,9 +311,8 @@ class LocalizationAccumulator(Counts):
         for name in self.sums:
             self.sums[name] += getattr(verdict, name)
         self.errors[error] += 1
-        above = gt_known_iou >= self.curve_ious
-        self.curve_gt_known += above
-        self.curve_top1 += above & verdict.top1_cls
+        self.curve_gt_known += gt_known_located(gt_known_iou, self.curve_ious)
+        self.curve_top1 += top1_located(gt_known_iou, self.curve_ious) & verdict.top1_cls
         self.class_count[gt_class] += 1
         self.class_gt_known[gt_class] += verdict.gt_known
         self.class_top1_cls[gt_class] += verdict.top1_cls
@@ -293,36 +345,71 @@ def _or_none(fractions: np.ndarray, counts: np.ndarray) -> list[float | None]:
     return [float(f) if n else None for f, n in zip(fractions, counts, strict=True)]
 
 
-def largest_box_ious(cam01: np.ndarray, gts: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+def largest_box_ious(cam01: np.ndarray, gts: np.ndarray, thresholds: Sequence[float],
+                     convention: BoxConvention = DEFAULT_BOX_CONVENTION) -> np.ndarray:
     """Max IoU over GT boxes of the official (largest-contour) box at each CAM threshold: (T,)."""
     indices = range(len(thresholds))
-    return sweep_largest_ious(contour_sweep(cam01, thresholds, largest_at=indices), gts, indices)
+    return sweep_largest_ious(contour_sweep(cam01, thresholds, largest_at=indices), gts, indices, convention)
 
 
-def best_box_ious(cam01: np.ndarray, gts: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
-    """Best IoU of any contour's box with any GT box at each CAM threshold (MaxBoxAccV2): (T,)."""
-    return sweep_best_ious(contour_sweep(cam01, thresholds), gts, len(thresholds))
+def best_box_ious(cam01: np.ndarray, gts: np.ndarray, thresholds: Sequence[float],
+                  convention: BoxConvention = DEFAULT_BOX_CONVENTION) -> np.ndarray:
+    """Best IoU of any box ``maxboxacc_boxes`` scores with any GT box at each CAM threshold (MaxBoxAccV2): (T,)."""
+    return sweep_best_ious(contour_sweep(cam01, thresholds), gts, len(thresholds), convention)
 
 
-def sweep_largest_ious(sweep: ContourSweep, gts: np.ndarray, indices: Sequence[int]) -> np.ndarray:
+#: The box Choe et al.'s code scores at a CAM threshold that keeps no pixel (``compute_bboxes_from_scoremaps``):
+#: one pixel in the top-left corner where pixels are counted inclusively, nothing where half-open.
+NO_PIXEL_BOX = np.zeros(4, np.float64)
+
+
+def maxboxacc_boxes(boxes: np.ndarray, shape: tuple[int, int],
+                    convention: BoxConvention = DEFAULT_BOX_CONVENTION) -> np.ndarray:
+    """The boxes Choe et al.'s code scores at one CAM threshold, from the contours' boxes there
+    (``boxes.boxes_from_map``) in a map of ``shape`` (height, width): ``x1`` and ``y1`` clipped to the
+    last column and row (``width - 1`` inclusive; half-open the clip to ``width`` changes nothing),
+    and ``NO_PIXEL_BOX`` alone where there is no contour."""
+    boxes = as_boxes(boxes).copy()
+    if len(boxes) == 0:
+        return NO_PIXEL_BOX[None].copy()
+    height, width = shape
+    extent = _extent(convention)
+    boxes[:, 2:] = np.minimum(boxes[:, 2:], [width - extent, height - extent])
+    return boxes
+
+
+def sweep_largest_ious(sweep: ContourSweep, gts: np.ndarray, indices: Sequence[int],
+                       convention: BoxConvention = DEFAULT_BOX_CONVENTION) -> np.ndarray:
     """``largest_box_ious`` at the sweep's thresholds ``indices`` (asked for in its ``largest_at``)."""
     boxes = np.stack([sweep.largest[j] for j in indices]) if len(indices) else np.zeros((0, 4))
-    return _row_max(pairwise_iou(boxes, gts))
+    return _row_max(pairwise_iou(boxes, gts, convention))
 
 
-def sweep_best_ious(sweep: ContourSweep, gts: np.ndarray, count: int) -> np.ndarray:
+def sweep_best_ious(sweep: ContourSweep, gts: np.ndarray, count: int,
+                    convention: BoxConvention = DEFAULT_BOX_CONVENTION) -> np.ndarray:
     """``best_box_ious`` at the sweep's first ``count`` thresholds, from all its boxes in one IoU step."""
-    return sweeps_best_ious([sweep], [gts], count)[0]
+    return sweeps_best_ious([sweep], [gts], count, convention)[0]
 
 
-def sweeps_best_ious(sweeps: Sequence[ContourSweep], gts: Sequence[np.ndarray], count: int) -> np.ndarray:
-    """``sweep_best_ious`` of many images (images x count), image i's sweep against ``gts[i]``, in one IoU step."""
+def sweeps_best_ious(sweeps: Sequence[ContourSweep], gts: Sequence[np.ndarray], count: int,
+                     convention: BoxConvention = DEFAULT_BOX_CONVENTION) -> np.ndarray:
+    """``sweep_best_ious`` of many images (images x count), image i's sweep against ``gts[i]``, in one IoU step:
+    every threshold's ``maxboxacc_boxes``, the clip and the box of a threshold without contour included."""
     groups = np.concatenate([np.full(len(sweep.owner), i) for i, sweep in enumerate(sweeps)] or [np.zeros(0, int)])
     owner = np.concatenate([sweep.owner for sweep in sweeps] or [np.zeros(0, int)])
-    boxes = np.concatenate([sweep.boxes for sweep in sweeps] or [np.zeros((0, 4))])
+    boxes = np.concatenate([sweep.boxes for sweep in sweeps] or [np.zeros((0, 4))]).astype(np.float64)
     keep = owner < count
+    groups, owner, boxes = groups[keep], owner[keep], boxes[keep]
+    extent = _extent(convention)
+    corners = np.array([[sweep.shape[1], sweep.shape[0]] for sweep in sweeps], np.float64).reshape(-1, 2) - extent
+    boxes[:, 2:] = np.minimum(boxes[:, 2:], corners[groups])
+    found = np.zeros((len(sweeps), count), bool)
+    found[groups, owner] = True
+    empty_groups, empty_owner = np.nonzero(~found)
+    groups, owner = np.concatenate([groups, empty_groups]), np.concatenate([owner, empty_owner])
+    boxes = np.concatenate([boxes, np.repeat(NO_PIXEL_BOX[None], len(empty_groups), axis=0)])
     best = np.zeros((len(sweeps), count))
-    np.maximum.at(best, (groups[keep], owner[keep]), grouped_max_ious(boxes[keep], groups[keep], gts))
+    np.maximum.at(best, (groups, owner), grouped_max_ious(boxes, groups, gts, convention))
     return best
 
 
@@ -331,7 +418,8 @@ def _row_max(matrix: np.ndarray) -> np.ndarray:
 
 
 class ThresholdCurve(Counts):
-    """GT-known and Top-1 localization at each CAM threshold, from ``largest_box_ious``."""
+    """GT-known (IoU >= threshold) and Top-1 (IoU > threshold) localization at each CAM threshold,
+    from ``largest_box_ious``."""
 
     COUNTS = ("count", "gt_known", "top1")
 
@@ -343,10 +431,10 @@ class ThresholdCurve(Counts):
         self.top1 = np.zeros(len(self.thresholds), np.int64)
 
     def add(self, ious: np.ndarray, correct_cls: bool) -> None:
-        located = np.asarray(ious) >= self.iou_threshold
+        ious = np.asarray(ious)
         self.count += 1
-        self.gt_known += located
-        self.top1 += located & bool(correct_cls)
+        self.gt_known += gt_known_located(ious, self.iou_threshold)
+        self.top1 += top1_located(ious, self.iou_threshold) & bool(correct_cls)
 
     def result(self) -> dict:
         n = max(self.count, 1)
@@ -431,7 +519,7 @@ class PxAP(Counts):
 
     COUNTS = ("positive", "negative", "count")
 
-    def __init__(self, bins: int = 100) -> None:
+    def __init__(self, bins: int = len(cam_thresholds(CAM_CURVE_INTERVAL))) -> None:
         self.bins = bins
         self.positive = np.zeros(bins + 1, np.int64)
         self.negative = np.zeros(bins + 1, np.int64)

@@ -29,7 +29,9 @@ from .errors import TSCAMError
 from .files import atomic_write
 
 FORMAT_NAME = "tscam-results"
-FORMAT_VERSION = 1
+#: 2: scored with the reference codes' conventions (tscam_core.metrics) and settings.box_convention
+#: recorded; version 1 folders counted box pixels half-open and are read no more: re-run the evaluation.
+FORMAT_VERSION = 2
 SUMMARY_FILE = "summary.json"
 TABLE_FILE = "per_image.parquet"
 THUMBNAIL_DIR = "thumbnails"
