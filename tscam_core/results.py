@@ -8,6 +8,7 @@ Stable API, used by the dashboard and the docs script:
     results.per_image                               # pandas DataFrame, read on first access, then cached
     results.thumbnail_path("img_001")               # Path of that image's PNG, or None
     results.thumbnails()                            # {image_id: Path} for every thumbnail on disk
+    folder_in_root("run_a", root)                   # a visitor's path, refused outside the root (hosting)
 
     write_results(path, summary, rows)              # rows: a DataFrame or a list of row dicts
 
@@ -109,6 +110,21 @@ def load_results(path: str | Path) -> Results:
         raise ResultsError(f"{TABLE_FILE} is missing: the folder is incomplete", path)
     check_table(table, parsed.dataset.num_images, path)
     return Results(path, summary, parsed)
+
+
+def folder_in_root(given: str | Path, root: Path) -> Path:
+    """The folder ``given`` names (relative: to ``root``), if it lies inside ``root`` once symlinks and
+    '..' are resolved. Anything else gets the same ResultsError whether or not it exists, so a visitor
+    who types paths learns nothing about the machine's folders outside the root. No '~' expansion:
+    it would tell which user names exist."""
+    root = root.resolve()
+    try:
+        path = (root / given).resolve()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte: no folder to serve either way
+        path = None
+    if path is None or not path.is_relative_to(root):
+        raise ResultsError("outside the results root this dashboard serves", given)
+    return path
 
 
 def read_summary(summary_path: Path) -> tuple[dict[str, Any], Summary]:
