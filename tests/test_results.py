@@ -20,6 +20,7 @@ from tscam_core.results import (
     SUMMARY_FILE,
     TABLE_FILE,
     ResultsError,
+    folder_in_root,
     load_results,
     write_results,
 )
@@ -204,3 +205,15 @@ def test_the_metric_catalogue_is_the_documented_one():
     doc = (Path(__file__).resolve().parent.parent / "docs" / "results-format.md").read_text()
     documented = re.findall(r"^\| `(metrics\.[a-z0-9_.]+)` \| ([^|]+) \|", doc, flags=re.MULTILINE)
     assert documented == [(f"metrics.{m.path}", m.label) for m in METRICS]
+
+
+def test_folders_outside_the_root_get_one_refusal_whether_they_exist_or_not(tmp_path, folder):
+    root = tmp_path / "served"
+    root.mkdir()
+    (root / "inside").symlink_to(folder)  # a run put in the root by a link: the link leaves the root
+    (root / "real").mkdir()
+    assert folder_in_root("real", root) == root / "real" and folder_in_root(root / "real", root) == root / "real"
+    assert folder_in_root("real/../missing", root) == root / "missing"  # inside: load_results tells the rest
+    answers = {given: str(pytest.raises(ResultsError, folder_in_root, given, root).value).removeprefix(given)
+               for given in (str(folder), str(tmp_path / "absent"), "../run", "../absent", "inside", "/")}
+    assert set(answers.values()) == {": outside the results root this dashboard serves"}
