@@ -1,8 +1,9 @@
-"""TS-CAM results dashboard: ``streamlit run dashboard/app.py [-- --results DIR [DIR ...]]``.
+"""TS-CAM results dashboard: ``streamlit run dashboard/app.py [-- --results DIR [DIR ...]] [--results-root DIR]``.
 
 This script picks and reads the results folders (sidebar) and hands them to the page shown;
 the pages live in ``dashboard/views``. Without ``--results`` it opens on the shipped
 checkpoint's results on the Cluttered Fashion-MNIST benchmark, making them on first start.
+With a results root (``--results-root`` or ``$TSCAM_RESULTS_ROOT``) only folders inside it open.
 """
 
 from __future__ import annotations
@@ -20,10 +21,16 @@ from dashboard import runs, shipped  # noqa: E402
 
 st.set_page_config(page_title="TS-CAM results", page_icon=":material/center_focus_strong:", layout="wide")
 
+options = runs.command_line(sys.argv[1:])
+if options.root is not None and not options.root.is_dir():
+    st.error(f"The results root {options.root} is not a folder: start with `--results-root DIR`.")
+    st.stop()
+
 if "shipped_default" not in st.session_state:  # a new session: start on the command line's folders
-    given = runs.command_line_folders(sys.argv[1:])
-    st.session_state.chosen_folders = [str(p) for p in (given or [runs.SHIPPED_RUN])]
-    st.session_state.shipped_default = given is None
+    shipped_default = options.folders is None and runs.serves(runs.SHIPPED_RUN, options.root)
+    default = [runs.SHIPPED_RUN] if shipped_default else []  # a root without the shipped run opens on nothing
+    st.session_state.chosen_folders = [str(p) for p in (options.folders or default)]
+    st.session_state.shipped_default = shipped_default
 
 if st.session_state.shipped_default:
     st.session_state.shipped_default = False  # checked (and made) once per session, not once per rerun
@@ -39,12 +46,12 @@ def _add_folder() -> None:
 
 
 with st.sidebar:
-    options = list(dict.fromkeys([*st.session_state.chosen_folders, *map(str, runs.discovered_folders())]))
-    st.multiselect("Results folders", options, key="chosen_folders",
-                   help="Runs written by `python -m tscam_core.evaluate ... --out DIR`.")
+    found = map(str, runs.discovered_folders(options.root))
+    st.multiselect("Results folders", list(dict.fromkeys([*st.session_state.chosen_folders, *found])),
+                   key="chosen_folders", help="Runs written by `python -m tscam_core.evaluate ... --out DIR`.")
     st.text_input("Add a results folder", key="new_folder", on_change=_add_folder, placeholder="results/my-run")
 
-loaded, problems = runs.load_runs([runs.resolve(p) for p in st.session_state.chosen_folders])
+loaded, problems = runs.load_runs(st.session_state.chosen_folders, options.root)
 for problem in problems:
     st.error(f"Cannot show {problem}")
 st.session_state.runs = loaded

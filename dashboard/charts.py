@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from tscam_core import dashboard_data as data
+from tscam_core.summary import Summary
 
 _CRITERION_NAMES = {"gt_known": "GT-known", "top1": "Top-1", "top5": "Top-5"}
 _X_TITLES = {
@@ -73,7 +74,7 @@ def delta_chart(frame: pd.DataFrame, first: str, second: str) -> go.Figure:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def overview_figures(summaries: dict[str, dict]) -> dict[str, go.Figure]:
+def overview_figures(summaries: dict[str, Summary]) -> dict[str, go.Figure]:
     """Every overview chart, cached on the summaries: building plotly figures costs ~0.2 s each."""
     figures = {
         "chart_iou": curve_chart(data.curve_frame(summaries, "loc_vs_iou"), "loc_vs_iou",

@@ -33,6 +33,8 @@ def _explained(checkpoint: str, stamp: float, image: str) -> ExplainedImage:
 def explain_row(run: Run, row: dict) -> ExplainedImage:
     """The image of ``row`` explained by the run's checkpoint, with the row's ground truth attached."""
     checkpoint, image = run.checkpoint, run.image_file(row["image_path"])
+    if checkpoint is None:
+        raise FileNotFoundError("the run records no checkpoint file")
     if not checkpoint.is_file():
         raise FileNotFoundError(f"the run's checkpoint {checkpoint} is not on this machine")
     if not image.is_file():
@@ -77,9 +79,9 @@ def _controls(run: Run, explained: ExplainedImage) -> Settings:
     """Controls that start at the run's own settings, so the live map is the one the run scored."""
     depth = explained.depth
     first, second, third = st.columns(3)
-    threshold = first.slider("CAM threshold", 0.0, 1.0, float(run.summary["settings"].get("cam_threshold", 0.1)),
-                             0.01, key="detail_threshold")
-    scored = data.scored_map(run.summary, depth)
+    threshold = first.slider("CAM threshold", 0.0, 1.0, run.summary.settings.cam_threshold, 0.01,
+                             key="detail_threshold")
+    scored = data.scored_map(run.summary.settings.map, depth)
     start_mode, start_count = as_mode_and_count(scored.blocks, depth)
     count = second.slider("Blocks in A*", 1, depth, start_count, key="detail_layers") if depth > 1 else 1
     mode = second.radio("Which blocks", ["first", "last"], index=["first", "last"].index(start_mode),

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from tscam_core.dashboard_data import ERROR_TYPES
 from tscam_core.overlay import GT_COLOR, PRED_COLOR, DrawnBox, overlay
 from tscam_core.results import Results, write_results
+from tscam_core.summary import ERROR_TYPES
 
 SIDE = 32
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 from PIL import Image
 
 from dashboard.runs import Run
-from tscam_core.dashboard_data import ERROR_LABELS, page_count, page_rows, thumbnail_boxes
+from tscam_core.dashboard_data import page_count, page_rows, read_thumbnail, thumbnail_boxes, thumbnail_file
 from tscam_core.errors import ImageError
 from tscam_core.images import load_image
 from tscam_core.overlay import overlay
+from tscam_core.summary import ERROR_LABELS
 
 PER_PAGE_CHOICES = (12, 24, 48)
 COLUMNS = 4
@@ -39,18 +41,25 @@ def _drawn(path: str, boxes: tuple[tuple[float, ...], ...], predicted: tuple[flo
     return overlay(image, None, thumbnail_boxes(row))
 
 
-def thumbnail(run: Run, row: dict) -> str | Image.Image | None:
-    """The evaluation's thumbnail, else the dataset image with its boxes drawn, else None."""
-    if isinstance(row["thumbnail"], str) and (run.thumbnails / row["thumbnail"]).is_file():
-        return str(run.thumbnails / row["thumbnail"])
+@st.cache_data(max_entries=512, show_spinner=False)
+def _stored(path: str, stamp: float) -> tuple[Image.Image, str | None]:
+    return read_thumbnail(Path(path))
+
+
+def thumbnail(run: Run, row: dict) -> tuple[Image.Image | None, str | None]:
+    """The evaluation's thumbnail (a placeholder when it is damaged), else the dataset image with its
+    boxes drawn, else no picture; with the one-line problem to show under it, if any."""
+    stored = thumbnail_file(run.path, row["thumbnail"])
+    if stored is not None:
+        return _stored(str(stored), stored.stat().st_mtime)
     path = run.image_file(row["image_path"])
     if not path.is_file():
-        return None
+        return None, "(no thumbnail and no dataset image)"
     try:
         return _drawn(str(path), tuple(tuple(map(float, b)) for b in row["gt_boxes"]),
-                      tuple(map(float, row["pred_box"])))
+                      tuple(map(float, row["pred_box"]))), None
     except (ImageError, OSError):
-        return None
+        return None, "(no thumbnail, and the dataset image cannot be read)"
 
 
 def caption(row: dict) -> str:
@@ -73,11 +82,11 @@ def grid(run: Run, rows: pd.DataFrame, key: str, on_open: Callable[[str], None] 
     for start in range(0, len(records), COLUMNS):
         for column, row in zip(st.columns(COLUMNS), records[start:start + COLUMNS], strict=False):
             with column:
-                picture = thumbnail(run, row)
-                if picture is None:
-                    st.caption("(no thumbnail and no dataset image)")
-                else:
-                    st.image(picture, width="stretch")
+                picture, problem = thumbnail(run, row)
+                if picture is not None:
+                    st.image(picture, width="stretch", output_format="PNG")
+                if problem is not None:
+                    st.caption(problem)
                 st.markdown(caption(row))
                 if on_open is not None:
                     st.button("Details", key=f"{key}_open_{row['image_id']}", on_click=on_open,

@@ -21,12 +21,14 @@ import pytest
 from conftest import make_tiny_model, tiny_info
 from streamlit.testing.v1 import AppTest
 
-from dashboard.runs import command_line_folders
+from dashboard.runs import ROOT_VARIABLE, command_line
 from dashboard.synthetic import write_synthetic
 from tscam_core import MapSpec, save_checkpoint
 from tscam_core import dashboard_data as data
 from tscam_core.explorer import Explorer, GroundTruth, Settings
 from tscam_core.loading import load_model
+from tscam_core.results import load_results
+from tscam_core.summary import parse_summary
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 CLASSES = [f"class {i}" for i in range(5)]
@@ -78,9 +80,15 @@ def chart(app: AppTest, key: str) -> dict:
 
 
 def test_command_line_folders_come_after_results_only():
-    assert command_line_folders(["--results", "a", "b"]) == [Path("a"), Path("b")]
-    assert command_line_folders(["tests/test_dashboard.py", "-x", "-q"]) is None
-    assert command_line_folders(["--res", "a"]) is None  # no abbreviations: pytest's flags never match
+    assert command_line(["--results", "a", "b"], {}).folders == [Path("a"), Path("b")]
+    assert command_line(["tests/test_dashboard.py", "-x", "-q"], {}).folders is None
+    assert command_line(["--res", "a"], {}).folders is None  # no abbreviations: pytest's flags never match
+
+
+def test_the_results_root_comes_from_the_command_line_else_the_environment():
+    assert command_line([], {}).root is None and command_line([], {ROOT_VARIABLE: ""}).root is None
+    assert command_line([], {ROOT_VARIABLE: "/srv/results"}).root == Path("/srv/results")
+    assert command_line(["--results-root", "/data"], {ROOT_VARIABLE: "/srv/results"}).root == Path("/data")
 
 
 def test_filters_and_pages_select_the_rows_they_say(folders):
@@ -99,18 +107,17 @@ def test_compare_and_deltas_follow_the_tables(folders):
     a, b = table(folders["a"]), table(folders["b"])
     pairs = data.compare_runs(a, b, "gt_known")
     assert (pairs["localized_a"] == a["gt_known"]).all() and (pairs["localized_b"] == b["gt_known"]).all()
-    summaries = [json.loads((folders[k] / "summary.json").read_text()) for k in "ab"]
-    deltas = data.metric_deltas(*summaries)
+    deltas = data.metric_deltas(*(load_results(folders[k]).parsed for k in "ab"))
     assert deltas.loc["GT-known Loc", "delta"] == pytest.approx(100 * (b["gt_known"].mean() - a["gt_known"].mean()))
     with pytest.raises(KeyError, match="no per-image column"):
         data.compare_runs(a, b, "nonsense")
 
 
 def test_per_class_is_sorted_worst_first(folders):
-    summary = json.loads((folders["a"] / "summary.json").read_text())
+    summary = load_results(folders["a"]).parsed
     frame = data.per_class_frame(summary)
     assert list(frame["gt_known"]) == sorted(frame["gt_known"])
-    assert len(frame) == len(summary["metrics"]["per_class"]["class_names"])
+    assert len(frame) == len(summary.metrics.per_class.class_names)
 
 
 def test_a_class_or_a_curve_point_without_images_is_not_drawn_as_zero(folders):
@@ -118,26 +125,25 @@ def test_a_class_or_a_curve_point_without_images_is_not_drawn_as_zero(folders):
     metrics = summary["metrics"]
     metrics["per_class"] = {"class_names": ["a", "b", "c"], "gt_known": [0.5, None, 1.0],
                             "top1_cls": [1.0, None, 0.5], "count": [2, 0, 1]}
-    assert list(data.per_class_frame(summary)["class_name"]) == ["a", "c"]
     # What the evaluation writes for the layer counts of a run of no images: null, not 0.
     metrics["layer_count"] = {"counts": [1, 2], "gt_known": [None, None], "top1": [None, None], "top5": [None, None]}
-    assert data.curve_frame({"empty": summary}, "layer_count").empty
+    parsed = parse_summary(summary, folders["a"])
+    assert list(data.per_class_frame(parsed)["class_name"]) == ["a", "c"]
+    assert data.curve_frame({"empty": parsed}, "layer_count").empty
 
 
 def test_the_detail_starts_at_the_map_the_run_scored():
     def start(layers, variant="trans_cam"):
-        return data.scored_map({"settings": {"layers": layers, "variant": variant}}, 6)
+        return data.scored_map(MapSpec.from_record({"layers": layers, "variant": variant}), 6)
 
     assert start(None) == MapSpec("trans_cam") and start("first:2") == MapSpec("trans_cam", "first:2")
     assert start(2) == MapSpec("trans_cam", "first:2")  # what tscam 0.1 wrote for --layers 2
     assert start("last:2") == MapSpec("trans_cam", "last:2") and start([3, 4, 5]) == MapSpec("trans_cam", (3, 4, 5))
-    # What the controls cannot show (a gap between blocks) or cannot read starts at every block.
-    assert start([0, 2]) == start("sideways") == start(9) == start(True) == MapSpec("trans_cam")
-    assert start(None, variant="cam") == data.scored_map({}, 6) == MapSpec("tscam")
-    # The sign convention of the run's class maps goes with it (older runs have none: rectified).
-    assert not data.scored_map({}, 6).signed
-    assert data.scored_map({"settings": {"signed_class_maps": True}}, 6).signed
-    assert not data.scored_map({"settings": {"signed_class_maps": "yes"}}, 6).signed
+    # What the controls cannot show (a gap between blocks) or what does not fit the model starts at every block.
+    assert start([0, 2]) == start(9) == start([7]) == MapSpec("trans_cam")
+    assert start(None, variant="cam") == MapSpec("tscam")
+    # The sign convention of the run's class maps goes with it.
+    assert data.scored_map(MapSpec("cam", signed=True), 6) == MapSpec("tscam", signed=True)
 
 
 # ------------------------------------------------------------------ pages
@@ -281,6 +287,108 @@ def test_bad_folders_give_messages_not_tracebacks(monkeypatch, folders, tmp_path
         assert not app.exception and app.info
 
 
+def damaged_copy(source: Path, target: Path, field: str, value) -> Path:
+    """A copy of a run (through write_results) whose summary.json then has ``field`` set to ``value``."""
+    from tscam_core.results import write_results
+
+    summary = json.loads((source / "summary.json").read_text())
+    summary.pop("format"), summary.pop("format_version")
+    write_results(target, summary, table(source))
+    written = json.loads((target / "summary.json").read_text())
+    *parents, last = field.split(".")
+    node = written
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    (target / "summary.json").write_text(json.dumps(written))
+    return target
+
+
+def test_runs_with_fields_of_the_wrong_type_are_named_and_every_page_still_renders(monkeypatch, folders, tmp_path):
+    damaged = [damaged_copy(folders["a"], tmp_path / name, field, value) for name, field, value in (
+        ("string_metric", "metrics.top1_loc", "0.61"),
+        ("string_threshold", "settings.cam_threshold", "0.1"),
+        ("string_dataset", "dataset", "data/cub"),
+        ("numeric_classes", "checkpoint.class_names", 5),
+    )]
+    app = start(monkeypatch, *damaged, folders["a"], folders["b"])
+    assert [e.value for e in app.error] == [
+        f"Cannot show {damaged[0]}: summary.json: metrics.top1_loc must be a number in 0..1 or null, "
+        "got the string '0.61'",
+        f"Cannot show {damaged[1]}: summary.json: settings.cam_threshold must be a number in 0..1, "
+        "got the string '0.1'",
+        f"Cannot show {damaged[2]}: summary.json: dataset must be an object, got the string 'data/cub'",
+        f"Cannot show {damaged[3]}: summary.json: checkpoint.class_names must be a list, got the number 5",
+    ]
+    assert list(app.dataframe[0].value.columns) == ["run_a", "run_b"]  # the good runs are still shown
+    for page in ("views/failures.py", "views/compare.py"):
+        app.switch_page(page).run()
+        assert not app.exception, app.exception
+        assert len(app.error) == 4 and app.image
+    app.switch_page("views/failures.py").run()
+    app.button[0].click().run()  # the detail view of a good run, with the bad ones beside it
+    assert not app.exception and app.slider(key="detail_threshold").value == pytest.approx(0.1)
+
+
+def test_a_damaged_thumbnail_is_a_placeholder_and_the_page_lives(monkeypatch, folders, tmp_path):
+    run = tmp_path / "run_a"
+    shutil.copytree(folders["a"], run)
+    first, second = table(run)["thumbnail"].dropna().iloc[:2]
+    (run / "thumbnails" / first).write_bytes(b"\x89PNG\r\n\x1a\n not a picture")
+    whole = (run / "thumbnails" / second).read_bytes()
+    (run / "thumbnails" / second).write_bytes(whole[: len(whole) // 2])  # a PNG cut in the middle
+    picture, problem = data.read_thumbnail(run / "thumbnails" / first)
+    assert problem == f"thumbnail {first} is damaged or not an image"
+    assert picture.size == (data.PLACEHOLDER_SIDE,) * 2
+    assert (np.asarray(picture) == data.PLACEHOLDER_COLOR).all()
+    assert data.read_thumbnail(run / "thumbnails" / second)[1] == f"thumbnail {second} is damaged or not an image"
+
+    app = start(monkeypatch, run)
+    app.switch_page("views/failures.py").run()
+    app.multiselect(key="filter_errors").set_value([]).run()  # every image: the first page holds both
+    assert not app.exception, app.exception
+    assert len(app.image) == 12
+    captions = [c.value for c in app.caption]
+    assert f"thumbnail {first} is damaged or not an image" in captions
+    assert f"thumbnail {second} is damaged or not an image" in captions
+
+
+def test_a_thumbnail_name_with_a_folder_in_it_names_no_file(folders):
+    assert data.thumbnail_file(folders["a"], "img_000000.png") == folders["a"] / "thumbnails" / "img_000000.png"
+    for name in ("../summary.json", "../../tiny.safetensors", "/etc/hostname", "..", "", None, float("nan")):
+        assert data.thumbnail_file(folders["a"], name) is None
+
+
+def test_a_results_root_confines_every_folder_a_visitor_names(monkeypatch, folders, tmp_path):
+    root = tmp_path / "served"
+    root.mkdir()
+    shutil.copytree(folders["a"], root / "run_a")
+    outside = tmp_path / "private_run"
+    shutil.copytree(folders["b"], outside)
+    (root / "escape").symlink_to(outside)
+    monkeypatch.setenv(ROOT_VARIABLE, str(root))
+    app = start(monkeypatch, "run_a")
+    assert list(app.dataframe[0].value.columns) == ["run_a"] and not app.error
+    assert str(root / "run_a") in app.multiselect(key="chosen_folders").options  # the root's runs are offered
+    refused = [str(outside), str(tmp_path / "no_such_run"), "../private_run", "escape", "/etc", str(root / "..")]
+    for typed in refused:
+        app.text_input(key="new_folder").input(typed).run()
+        assert not app.exception, app.exception
+    errors = [e.value for e in app.error]
+    assert errors == [f"Cannot show {typed}: outside the results root this dashboard serves" for typed in refused]
+    assert list(app.dataframe[0].value.columns) == ["run_a"]
+    app.text_input(key="new_folder").input("missing_inside").run()
+    assert "no such results folder" in app.error[-1].value  # inside the root, the root's own folders are told
+
+
+def test_a_results_root_that_is_not_a_folder_stops_the_app(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["dashboard/app.py", "--results-root", str(tmp_path / "nothing")])
+    app = AppTest.from_file(str(APP), default_timeout=60).run()
+    assert not app.exception
+    assert [e.value for e in app.error] == [
+        f"The results root {tmp_path / 'nothing'} is not a folder: start with `--results-root DIR`."]
+
+
 def test_a_folder_added_in_the_page_is_loaded(monkeypatch, folders):
     app = start(monkeypatch, folders["a"])
     app.text_input(key="new_folder").input(str(folders["b"])).run()
@@ -399,6 +507,9 @@ def test_dockerfile_serves_the_dashboard_on_7860_as_a_space_user():
     assert "--server.port=7860" in command and "--server.address=0.0.0.0" in command
     assert ("USER", "1000") in steps and kinds.index("USER") < kinds.index("CMD")
     assert any(kind == "RUN" and "python -m dashboard.shipped" in args for kind, args in steps)
+    # hosted, it opens only the runs in its results/ (where the shipped run is made, under WORKDIR)
+    environment = " ".join(args for kind, args in steps if kind == "ENV").split()
+    assert f"{ROOT_VARIABLE}={dict(steps)['WORKDIR']}/results" in environment
 
 
 def test_dockerfile_copies_what_exists_and_what_the_context_keeps():

@@ -1,7 +1,9 @@
 """The dashboard's data shaping, free of any UI package so it is tested and timed on its own.
 
-Every function takes what ``results.load_results`` gives (a summary dict, a per-image
-DataFrame) and returns plain pandas or PIL objects; the Streamlit pages only lay them out.
+Every function takes what ``results.load_results`` gives (a typed ``Summary``, a per-image
+DataFrame, thumbnail files) and returns plain pandas or PIL objects; the Streamlit pages only lay
+them out. Metric, curve, criterion and error-type names come from the catalogues of
+``tscam_core.summary``, never spelled here.
 """
 
 from __future__ import annotations
@@ -9,132 +11,97 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
+from .errors import ImageError
 from .explanation import VARIANTS, MapSpec, as_mode_and_count
+from .images import load_image
 from .overlay import GT_COLOR, PRED_COLOR, DrawnBox
+from .results import THUMBNAIL_DIR
+from .summary import ERROR_LABELS, ERROR_TYPES, METRICS, Summary
 
-#: Error types of Algorithm 1, in the order of the paper's Table 7.
-ERROR_TYPES: tuple[str, ...] = ("correct", "cls", "m_ins", "part", "more", "ot")
-ERROR_LABELS: dict[str, str] = {
-    "correct": "Correct", "cls": "Classification", "m_ins": "Multi-instance",
-    "part": "Part", "more": "More", "ot": "Others",
-}
-#: The localization criteria a run can be compared on (per-image boolean columns).
-CRITERIA: dict[str, str] = {"top1_loc": "Top-1 Loc", "gt_known": "GT-known Loc", "top5_loc": "Top-5 Loc"}
-
-#: (label, path into summary["metrics"]) for the side-by-side table.
-METRIC_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Top-1 Cls", ("top1_cls",)),
-    ("Top-5 Cls", ("top5_cls",)),
-    ("Top-1 Loc", ("top1_loc",)),
-    ("Top-5 Loc", ("top5_loc",)),
-    ("GT-known Loc", ("gt_known_loc",)),
-    ("MaxBoxAccV2 IoU 0.3", ("maxboxacc_v2", "iou_30")),
-    ("MaxBoxAccV2 IoU 0.5", ("maxboxacc_v2", "iou_50")),
-    ("MaxBoxAccV2 IoU 0.7", ("maxboxacc_v2", "iou_70")),
-    ("MaxBoxAccV2 mean", ("maxboxacc_v2", "mean")),
-    ("PxAP", ("pxap",)),
-)
-
-#: summary["metrics"] keys of the curves, and the name of their x axis.
-CURVES: dict[str, str] = {
-    "loc_vs_iou": "iou_thresholds",
-    "loc_vs_cam_threshold": "cam_thresholds",
-    "layer_count": "counts",
-}
+#: Larger than any thumbnail the evaluation draws (longest side 128 px): a bigger file is not decoded.
+THUMBNAIL_MAX_PIXELS = 1024 * 1024
+#: What stands in for a thumbnail that cannot be decoded: the evaluation's thumbnail size, plain gray.
+PLACEHOLDER_SIDE = 128
+PLACEHOLDER_COLOR = (200, 200, 200)
 
 
-def _lookup(metrics: Mapping, path: Sequence[str]) -> float | None:
-    value: object = metrics
-    for key in path:
-        if not isinstance(value, Mapping) or key not in value:
-            return None
-        value = value[key]
-    return None if value is None else float(value)
-
-
-def metrics_table(summaries: Mapping[str, Mapping]) -> pd.DataFrame:
+def metrics_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:
     """Metrics (rows) of each run (columns), in percent; a metric a run lacks is NaN."""
-    data = {
-        name: [_lookup(summary.get("metrics", {}), path) for _, path in METRIC_ROWS]
-        for name, summary in summaries.items()
-    }
-    table = pd.DataFrame(data, index=[label for label, _ in METRIC_ROWS], dtype=float) * 100.0
+    data = {name: [summary.metrics.value(metric) for metric in METRICS] for name, summary in summaries.items()}
+    table = pd.DataFrame(data, index=[metric.label for metric in METRICS], dtype=float) * 100.0
     table.index.name = "metric"
     return table
 
 
-def curve_frame(summaries: Mapping[str, Mapping], curve: str) -> pd.DataFrame:
+def curve_frame(summaries: Mapping[str, Summary], curve: str) -> pd.DataFrame:
     """A long table (run, x, criterion, accuracy %) of one curve of every run that has it."""
-    x_key = CURVES[curve]
     rows = []
     for name, summary in summaries.items():
-        data = summary.get("metrics", {}).get(curve)
-        if not data:
+        data = summary.metrics.curves.get(curve)
+        if data is None:
             continue
         for criterion in ("gt_known", "top1"):
-            for x, y in zip(data.get(x_key, []), data.get(criterion, []), strict=True):
+            for x, y in zip(data.x, data.series.get(criterion, ()), strict=False):
                 if y is None:  # no image to measure it on (a run of no images)
                     continue
-                rows.append({"run": name, "x": float(x), "criterion": criterion, "accuracy": 100.0 * float(y)})
+                rows.append({"run": name, "x": x, "criterion": criterion, "accuracy": 100.0 * y})
     return pd.DataFrame(rows, columns=["run", "x", "criterion", "accuracy"])
 
 
-def variants_frame(summaries: Mapping[str, Mapping]) -> pd.DataFrame:
+def variants_frame(summaries: Mapping[str, Summary]) -> pd.DataFrame:
     """Table 5: (run, variant, criterion, accuracy %) for TS-CAM and its two ablations."""
     rows = []
     for name, summary in summaries.items():
-        for variant, values in (summary.get("metrics", {}).get("variants") or {}).items():
+        for variant, values in summary.metrics.variants.items():
             for criterion, value in values.items():
                 if value is not None:
-                    rows.append({"run": name, "variant": variant, "criterion": criterion,
-                                 "accuracy": 100.0 * float(value)})
+                    rows.append({"run": name, "variant": variant, "criterion": criterion, "accuracy": 100.0 * value})
     return pd.DataFrame(rows, columns=["run", "variant", "criterion", "accuracy"])
 
 
-def error_frame(summaries: Mapping[str, Mapping]) -> pd.DataFrame:
+def error_frame(summaries: Mapping[str, Summary]) -> pd.DataFrame:
     """Table 7: (run, error_type, percent) of the images in each error category."""
     rows = []
     for name, summary in summaries.items():
-        errors = summary.get("metrics", {}).get("error_analysis") or {}
+        errors = summary.metrics.error_analysis
         for kind in ERROR_TYPES:
-            if kind in errors and errors[kind] is not None:
-                rows.append({"run": name, "error_type": ERROR_LABELS[kind], "percent": 100.0 * float(errors[kind])})
+            if errors.get(kind) is not None:
+                rows.append({"run": name, "error_type": ERROR_LABELS[kind], "percent": 100.0 * errors[kind]})
     return pd.DataFrame(rows, columns=["run", "error_type", "percent"])
 
 
-def per_class_frame(summary: Mapping) -> pd.DataFrame:
+def per_class_frame(summary: Summary) -> pd.DataFrame:
     """Per-class GT-known localization and top-1 classification (%), worst localized first; classes
     the run has no image of (a --limit run, a split without them) are left out, not shown as 0%."""
-    data = summary.get("metrics", {}).get("per_class") or {}
+    data = summary.metrics.per_class
     frame = pd.DataFrame({
-        "class_name": list(data.get("class_names", [])),
-        "gt_known": 100.0 * np.asarray(data.get("gt_known", []), dtype=float),
-        "top1_cls": 100.0 * np.asarray(data.get("top1_cls", []), dtype=float),
-        "count": np.asarray(data.get("count", []), dtype=int),
+        "class_name": list(data.class_names) if data else [],
+        "gt_known": 100.0 * np.asarray(data.gt_known if data else [], dtype=float),
+        "top1_cls": 100.0 * np.asarray(data.top1_cls if data else [], dtype=float),
+        "count": np.asarray(data.count if data else [], dtype=int),
     })
     frame = frame[frame["count"] > 0]
     return frame.sort_values(["gt_known", "class_name"], kind="stable").reset_index(drop=True)
 
 
-def scored_map(summary: Mapping, depth: int) -> MapSpec:
+def scored_map(spec: MapSpec, depth: int) -> MapSpec:
     """The map the run scored, so that the detail view first shows that one. Blocks its controls cannot
-    show (a gap between blocks) or cannot read start at every block; a variant the explorer does not
-    draw (a CNN's CAM, an unknown name) at TS-CAM."""
-    settings = summary.get("settings", {})
-    variant = settings.get("variant")
-    variant = variant if variant in VARIANTS else "tscam"
-    signed = settings.get("signed_class_maps") is True
+    show (a gap between blocks) or that do not fit the model start at every block; a variant the
+    explorer does not draw (a CNN's CAM) at TS-CAM."""
+    if spec.variant not in VARIANTS:
+        spec = MapSpec("tscam", spec.blocks, spec.signed)
     try:
-        spec = MapSpec.from_record({**settings, "variant": variant, "signed_class_maps": signed})
         if as_mode_and_count(spec.blocks, depth) is not None:
             return spec
-    except (TypeError, ValueError):
+    except ValueError:  # blocks the model does not have
         pass
-    return MapSpec(variant, "all", signed)
+    return MapSpec(spec.variant, "all", spec.signed)
 
 
 def prepare_images(per_image: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
@@ -188,7 +155,7 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, criterion: str) -> pd.DataFra
     return merged.rename(columns={f"{criterion}_a": "localized_a", f"{criterion}_b": "localized_b"})
 
 
-def metric_deltas(first: Mapping, second: Mapping) -> pd.DataFrame:
+def metric_deltas(first: Summary, second: Summary) -> pd.DataFrame:
     """Each metric of two runs and the second minus the first, in points."""
     table = metrics_table({"first": first, "second": second})
     table["delta"] = table["second"] - table["first"]
@@ -201,17 +168,35 @@ def thumbnail_boxes(row: Mapping) -> list[DrawnBox]:
     return [*boxes, DrawnBox(row["pred_box"], PRED_COLOR)]
 
 
-def identity_table(summaries: Mapping[str, Mapping]) -> pd.DataFrame:
+def identity_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:
     """What each run evaluated and how: the rows that make two runs' numbers comparable or not."""
     rows = {}
     for name, summary in summaries.items():
-        checkpoint, dataset, settings = (summary.get(k) or {} for k in ("checkpoint", "dataset", "settings"))
+        checkpoint, dataset, settings = summary.checkpoint, summary.dataset, summary.settings
+        layers = settings.layers
         rows[name] = {
-            "checkpoint": checkpoint.get("source"), "architecture": checkpoint.get("arch"),
-            "classes": checkpoint.get("num_classes"), "dataset": f"{dataset.get('kind')} / {dataset.get('split')}",
-            "images": dataset.get("num_images"), "CAM threshold": settings.get("cam_threshold"),
-            "layers": "all" if settings.get("layers") is None else str(settings.get("layers")),
-            "variant": settings.get("variant"), "images / s": summary.get("images_per_second"),
-            "created": summary.get("created"),
+            "checkpoint": checkpoint.source, "architecture": checkpoint.arch,
+            "classes": checkpoint.num_classes, "dataset": f"{dataset.kind} / {dataset.split}",
+            "images": dataset.num_images, "CAM threshold": settings.cam_threshold,
+            "layers": "all" if layers is None else str(list(layers) if isinstance(layers, tuple) else layers),
+            "variant": settings.variant, "images / s": summary.images_per_second, "created": summary.created,
         }
     return pd.DataFrame(rows).astype(str)
+
+
+def thumbnail_file(run_folder: Path, stored: object) -> Path | None:
+    """The file a row's ``thumbnail`` column names, if it is a plain file name that exists in the run's
+    thumbnails/ (a name with a folder in it, as a damaged or hostile table may hold, names none)."""
+    if not isinstance(stored, str) or not stored or Path(stored).name != stored or stored in (".", ".."):
+        return None
+    path = run_folder / THUMBNAIL_DIR / stored
+    return path if path.is_file() else None
+
+
+def read_thumbnail(path: Path) -> tuple[Image.Image, str | None]:
+    """The thumbnail decoded, or the gray placeholder and the one-line reason, so that one damaged file
+    costs its own picture and not the page."""
+    try:
+        return load_image(path, max_pixels=THUMBNAIL_MAX_PIXELS), None
+    except (ImageError, OSError):
+        return Image.new("RGB", (PLACEHOLDER_SIDE, PLACEHOLDER_SIDE), PLACEHOLDER_COLOR), f"thumbnail {path.name} is damaged or not an image"

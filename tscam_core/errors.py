@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class TSCAMError(Exception):
     """Base class of every error this library raises on bad input."""
@@ -25,3 +27,11 @@ class DatasetError(TSCAMError, ValueError):
         if path is not None:
             where = f"{path}:{line}: " if line is not None else f"{path}: "
         super().__init__(where + message)
+
+
+class ResultsError(TSCAMError, ValueError):
+    """A results folder that cannot be read; the message names the folder and what is missing or wrong."""
+
+    def __init__(self, message: str, path: str | Path) -> None:
+        self.path = str(path)
+        super().__init__(f"{path}: {message}")

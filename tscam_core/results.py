@@ -3,10 +3,12 @@
 Stable API, used by the dashboard and the docs script:
 
     results = load_results("results/fashion")     # raises ResultsError naming what is wrong
+    results.parsed                                  # the typed, checked summary (tscam_core.summary.Summary)
     results.name, results.summary, results.metrics  # dicts straight from summary.json
     results.per_image                               # pandas DataFrame, read on first access, then cached
     results.thumbnail_path("img_001")               # Path of that image's PNG, or None
     results.thumbnails()                            # {image_id: Path} for every thumbnail on disk
+    folder_in_root("run_a", root)                   # a visitor's path, refused outside the root (hosting)
 
     write_results(path, summary, rows)              # rows: a DataFrame or a list of row dicts
 
@@ -25,25 +27,24 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import TSCAMError
+from .errors import ResultsError
 from .files import atomic_write
+from .summary import CRITERIA, REQUIRED_METRICS, SUMMARY_FILE, Summary, parse_summary
 
 FORMAT_NAME = "tscam-results"
 #: 2: scored with the reference codes' conventions (tscam_core.metrics) and settings.box_convention
 #: recorded; version 1 folders counted box pixels half-open and are read no more: re-run the evaluation.
 FORMAT_VERSION = 2
-SUMMARY_FILE = "summary.json"
 TABLE_FILE = "per_image.parquet"
 THUMBNAIL_DIR = "thumbnails"
 #: Where an evaluation draws its thumbnails until it has scored every image.
 PARTIAL_THUMBNAIL_DIR = ".thumbnails.partial"
 
 REQUIRED_SUMMARY = ("name", "checkpoint", "dataset", "settings", "metrics", "versions")
-REQUIRED_METRICS = ("top1_cls", "top5_cls", "top1_loc", "top5_loc", "gt_known_loc")
 REQUIRED_COLUMNS = (
     "image_id", "image_path", "gt_class", "gt_boxes", "width", "height", "top5_classes", "top5_scores",
     "pred_box", "gt_known_box", "iou", "iog", "iop", "gt_known_iou", "error_type", "correct_cls",
-    "top1_loc", "top5_loc", "gt_known", "thumbnail",
+    *CRITERIA, "thumbnail",
 )
 
 
@@ -52,24 +53,21 @@ def thumbnail_name(image_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", str(image_id)) + ".png"
 
 
-class ResultsError(TSCAMError, ValueError):
-    """A results folder that cannot be read; the message names the folder and what is missing or wrong."""
-
-    def __init__(self, message: str, path: str | Path) -> None:
-        self.path = str(path)
-        super().__init__(f"{path}: {message}")
-
-
 class Results:
-    """One evaluation run on disk. The per-image table is read lazily: the summary alone is cheap."""
+    """One evaluation run on disk. The per-image table is read lazily: the summary alone is cheap.
 
-    def __init__(self, path: Path, summary: dict[str, Any]) -> None:
+    ``parsed`` is the summary checked and typed; ``summary`` the same file as a plain dict, for the
+    readers that have not moved to ``parsed`` yet.
+    """
+
+    def __init__(self, path: Path, summary: dict[str, Any], parsed: Summary) -> None:
         self.path = path
         self.summary = summary
+        self.parsed = parsed
 
     @property
     def name(self) -> str:
-        return str(self.summary["name"])
+        return self.parsed.name
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -95,7 +93,7 @@ class Results:
         return {image_id: on_disk[thumbnail_name(image_id)] for image_id in ids if thumbnail_name(image_id) in on_disk}
 
     def __repr__(self) -> str:
-        return f"Results({str(self.path)!r}, {self.summary.get('dataset', {}).get('num_images')} images)"
+        return f"Results({str(self.path)!r}, {self.parsed.dataset.num_images} images)"
 
 
 def load_results(path: str | Path) -> Results:
@@ -108,15 +106,31 @@ def load_results(path: str | Path) -> Results:
         unfinished = any((path / name).exists() for name in (THUMBNAIL_DIR, PARTIAL_THUMBNAIL_DIR, TABLE_FILE))
         hint = "the evaluation did not finish" if unfinished else "not a results folder"
         raise ResultsError(f"no {SUMMARY_FILE} ({hint}; re-run python -m tscam_core.evaluate)", path)
-    summary = read_summary(summary_path)
+    summary, parsed = read_summary(summary_path)
     table = path / TABLE_FILE
     if not table.is_file():
         raise ResultsError(f"{TABLE_FILE} is missing: the folder is incomplete", path)
-    check_table(table, summary, path)
-    return Results(path, summary)
+    check_table(table, parsed.dataset.num_images, path)
+    return Results(path, summary, parsed)
 
 
-def read_summary(summary_path: Path) -> dict[str, Any]:
+def folder_in_root(given: str | Path, root: Path) -> Path:
+    """The folder ``given`` names (relative: to ``root``), if it lies inside ``root`` once symlinks and
+    '..' are resolved. Anything else gets the same ResultsError whether or not it exists, so a visitor
+    who types paths learns nothing about the machine's folders outside the root. No '~' expansion:
+    it would tell which user names exist."""
+    root = root.resolve()
+    try:
+        path = (root / given).resolve()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte: no folder to serve either way
+        path = None
+    if path is None or not path.is_relative_to(root):
+        raise ResultsError("outside the results root this dashboard serves", given)
+    return path
+
+
+def read_summary(summary_path: Path) -> tuple[dict[str, Any], Summary]:
+    """summary.json as stored and as checked against the documented format, every field's type included."""
     folder = summary_path.parent
     try:
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
@@ -130,13 +144,14 @@ def read_summary(summary_path: Path) -> dict[str, Any]:
         raise ResultsError(f"results format version {version} is {age} format; this tscam reads version "
                            f"{FORMAT_VERSION}: re-run python -m tscam_core.evaluate", folder)
     missing = [key for key in REQUIRED_SUMMARY if key not in summary]
-    missing += [f"metrics.{key}" for key in REQUIRED_METRICS if key not in summary.get("metrics", {})]
+    metrics = summary.get("metrics")
+    missing += [f"metrics.{key}" for key in REQUIRED_METRICS if isinstance(metrics, dict) and key not in metrics]
     if missing:
         raise ResultsError(f"{SUMMARY_FILE} lacks {', '.join(missing)}", folder)
-    return summary
+    return summary, parse_summary(summary, folder)
 
 
-def check_table(table: Path, summary: dict[str, Any], folder: Path) -> None:
+def check_table(table: Path, expected: int, folder: Path) -> None:
     """Columns and row count from the Parquet footer only, so loading stays cheap."""
     import pyarrow.parquet as pq
 
@@ -148,8 +163,7 @@ def check_table(table: Path, summary: dict[str, Any], folder: Path) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise ResultsError(f"{TABLE_FILE} lacks the columns {', '.join(missing)}", folder)
-    expected = summary.get("dataset", {}).get("num_images")
-    if expected is not None and metadata.num_rows != expected:
+    if metadata.num_rows != expected:
         raise ResultsError(f"{TABLE_FILE} has {metadata.num_rows} rows but the summary counts {expected} images: "
                            "the folder is incomplete", folder)
 

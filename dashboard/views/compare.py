@@ -4,6 +4,7 @@ import streamlit as st
 
 from dashboard import charts, widgets
 from tscam_core import dashboard_data as data
+from tscam_core.summary import CRITERIA
 
 loaded = widgets.require_runs(minimum=2)
 names = list(loaded)
@@ -11,7 +12,7 @@ st.title("Compare two runs")
 left, middle, right = st.columns(3)
 first = left.selectbox("First run", names, index=0, key="compare_first")
 second = middle.selectbox("Second run", names, index=1, key="compare_second")
-criterion = right.selectbox("Localized means", list(data.CRITERIA), format_func=data.CRITERIA.get,
+criterion = right.selectbox("Localized means", list(CRITERIA), format_func=CRITERIA.get,
                             key="compare_criterion")
 a, b = loaded[first], loaded[second]
 if first == second:

@@ -4,6 +4,7 @@ import streamlit as st
 
 from dashboard import detail, widgets
 from tscam_core import dashboard_data as data
+from tscam_core.summary import ERROR_LABELS, ERROR_TYPES
 
 loaded = widgets.require_runs()
 st.title("Failure browser")
@@ -11,11 +12,11 @@ name = st.selectbox("Run", list(loaded), key="failures_run") if len(loaded) > 1 
 run = loaded[name]
 images = run.images
 
-present = [kind for kind in data.ERROR_TYPES if kind in images["error_type"].unique()]
+present = [kind for kind in ERROR_TYPES if kind in images["error_type"].unique()]
 with st.sidebar:
     st.header("Filters")
     kinds = st.multiselect("Error type", present, default=[k for k in present if k != "correct"],
-                           format_func=data.ERROR_LABELS.get, key="filter_errors")
+                           format_func=ERROR_LABELS.get, key="filter_errors")
     classes = st.multiselect("Class", range(len(run.class_names)), format_func=run.class_names.__getitem__,
                              key="filter_classes", placeholder="every class")
     iou_range = st.slider("IoU of the top-1 box", 0.0, 1.0, (0.0, 1.0), 0.01, key="filter_iou")
