@@ -178,7 +178,9 @@ def set_field(path: str, value):
     ("checkpoint.class_names", ["a"], "checkpoint.class_names must be a list of 3 names (checkpoint.num_classes), "
                                       "got a list of 1 items"),
     ("name", ["run"], "name must be a string, got a list of 1 items"),
-    ("settings.layers", {"first": 2}, "settings.layers must be null, a block count, 'first:k', 'last:k' or a list"),
+    ("settings.layers", {"first": 2}, "settings.layers must be null, 'first:k', 'last:k' or a list of block indices"),
+    ("settings.layers", "middle:2", "settings.layers must be null, 'first:k', 'last:k' or a list of block indices"),
+    ("settings.variant", "gradcam", "settings.variant must be one of tscam, trans_attention, trans_cam, cam"),
     ("settings.signed_class_maps", "no", "settings.signed_class_maps must be true or false, got the string 'no'"),
     ("metrics.variants", {"tscam": 0.5}, "metrics.variants.tscam must be an object, got the number 0.5"),
     ("metrics.error_analysis", {"cls": "high"}, "metrics.error_analysis.cls must be a number in 0..1 or null"),

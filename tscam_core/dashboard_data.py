@@ -173,13 +173,11 @@ def identity_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:
     rows = {}
     for name, summary in summaries.items():
         checkpoint, dataset, settings = summary.checkpoint, summary.dataset, summary.settings
-        layers = settings.layers
         rows[name] = {
             "checkpoint": checkpoint.source, "architecture": checkpoint.arch,
             "classes": checkpoint.num_classes, "dataset": f"{dataset.kind} / {dataset.split}",
             "images": dataset.num_images, "CAM threshold": settings.cam_threshold,
-            "layers": "all" if layers is None else str(list(layers) if isinstance(layers, tuple) else layers),
-            "variant": settings.variant, "images / s": summary.images_per_second, "created": summary.created,
+            "map": settings.map.label, "images / s": summary.images_per_second, "created": summary.created,
         }
     return pd.DataFrame(rows).astype(str)
 
