@@ -42,7 +42,8 @@ from tscam_core.metrics import (
     score_histograms,
 )
 from tscam_core.overlay import GT_COLOR, PRED_COLOR, DrawnBox, overlay
-from tscam_core.results import load_results
+from tscam_core.results import PARTIAL_THUMBNAIL_DIR, load_results
+from tscam_core.testing.bad_files import encode, noise
 from tscam_core.transforms import resize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -234,11 +235,76 @@ def test_an_out_folder_with_results_is_kept(tmp_path, dataset_root, checkpoint, 
         with pytest.raises(OSError, match="disk full"):
             evaluate(model, open_dataset(dataset_root, "test"), out, EvalSettings(threads=1, cam_threshold=0.6,
                      cam_curve_interval=0.1, thumbnails=6), progress=False, overwrite=True)
-    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file() and ".partial" not in str(p)} == before
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # no staged thumbnails left
     results = evaluate(model, open_dataset(dataset_root, "test"), out,
                        EvalSettings(threads=1, limit=2, thumbnails=0, cam_curve_interval=0.1), progress=False,
                        overwrite=True)
     assert set(results.thumbnails().values()) == set((out / "thumbnails").iterdir())  # no earlier run's left
+
+
+def damaged_dataset(root: Path) -> tuple[Path, list[str]]:
+    """The tiny dataset with two test images whose headers read but whose pixel data is cut short."""
+    write_dataset(root)
+    damaged = ["images/c1/img_2.png", "images/c3/img_4.png"]
+    png, jpeg = encode(noise(48, 40, seed=2), "PNG"), encode(noise(48, 40, seed=4), "JPEG")
+    for relative, data in zip(damaged, (png[: len(png) // 2], jpeg[: len(jpeg) // 2]), strict=True):
+        (root / relative).write_bytes(data)  # a JPEG under a .png name: PIL reads the content, not the name
+    return root, damaged
+
+
+def cli(root: Path, out: Path, checkpoint: Path, *arguments: str) -> list[str]:
+    return ["--checkpoint", str(checkpoint), "--dataset", str(root), "--out", str(out), "--threads", "1",
+            "--device", "cpu", "--cam-curve-interval", "0.1", "--batch-size", "2", *arguments]
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_damaged_pixel_data_is_skipped_and_listed_with_on_error_skip(tmp_path, checkpoint, workers):
+    root, damaged = damaged_dataset(tmp_path / "cub")
+    out = tmp_path / "out"
+    assert main(cli(root, out, checkpoint, "--on-error", "skip", "--workers", workers)) == 0
+    results = load_results(out)
+    listed = results.summary["dataset"]["skipped"]
+    assert [entry["file"] for entry in listed] == damaged
+    assert all(entry["line"] is None and "image data is damaged or truncated" in entry["reason"] for entry in listed)
+    assert results.summary["dataset"]["skipped_images"] == 2 and results.summary["dataset"]["num_images"] == 4
+    assert set(results.per_image["image_path"]).isdisjoint(damaged) and len(results.per_image) == 4
+    assert not (out / PARTIAL_THUMBNAIL_DIR).exists()
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_damaged_pixel_data_stops_a_strict_run_with_one_line(tmp_path, checkpoint, capsys, workers):
+    """In a data-loader worker or in this process alike: the file's one-line error, no traceback,
+    no staged thumbnails, no results."""
+    root, damaged = damaged_dataset(tmp_path / "cub")
+    out = tmp_path / "out"
+    assert main(cli(root, out, checkpoint, "--workers", workers)) == 2
+    printed = capsys.readouterr().err
+    errors = [line for line in printed.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and damaged[0] in errors[0] and "image data is damaged or truncated" in errors[0]
+    assert "Traceback" not in printed and not (out / PARTIAL_THUMBNAIL_DIR).exists()
+    assert not (out / "summary.json").exists()
+
+
+def test_annotation_skips_are_listed_beside_image_skips(tmp_path, checkpoint):
+    root, damaged = damaged_dataset(tmp_path / "cub")
+    with open(root / "bounding_boxes.txt", "a") as boxes:
+        boxes.write("3 oops\n")  # image 3's second box line is unreadable
+    results = evaluate(load_model(checkpoint), open_dataset(root, "test", on_error="skip"), tmp_path / "out",
+                       EvalSettings(threads=1, cam_curve_interval=0.1), progress=False)
+    listed = results.summary["dataset"]["skipped"]
+    assert listed[0]["file"] == "bounding_boxes.txt" and listed[0]["line"] == len(
+        (root / "bounding_boxes.txt").read_text().splitlines())
+    assert [entry["file"] for entry in listed[1:]] == damaged
+    assert results.summary["dataset"]["skipped_annotations"] == 1
+
+
+def test_a_split_of_nothing_but_damaged_images_is_refused(tmp_path, checkpoint):
+    root, damaged = damaged_dataset(tmp_path / "cub")
+    dataset = open_dataset(root, "test", on_error="skip")
+    dataset = dataclasses.replace(dataset, samples=[s for s in dataset.samples if str(s.path).endswith(tuple(damaged))])
+    with pytest.raises(DatasetError, match="no image of the test split could be decoded"):
+        evaluate(load_model(checkpoint), dataset, tmp_path / "out", EvalSettings(threads=1), progress=False)
+    assert not (tmp_path / "out" / PARTIAL_THUMBNAIL_DIR).exists()
 
 
 @pytest.mark.parametrize("arguments, problem", [

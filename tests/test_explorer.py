@@ -17,6 +17,7 @@ from tscam_core.explanation import blocks_of
 from tscam_core.explorer import (
     DEFAULT_THRESHOLD,
     DISPLAY_SIDE,
+    MAX_COUNTED_FRAMES,
     ExplainedImage,
     Explorer,
     GroundTruth,
@@ -28,7 +29,15 @@ from tscam_core.explorer import (
 from tscam_core.images import load_image
 from tscam_core.metrics import box_iou
 from tscam_core.overlay import GT_COLOR, PRED_COLOR
-from tscam_core.testing.bad_files import encode, mutated_corpus, noise, png_bomb
+from tscam_core.testing.bad_files import (
+    ascii_orientation_jpeg,
+    encode,
+    exif_rotated_jpeg,
+    many_frame_gif,
+    mutated_corpus,
+    noise,
+    png_bomb,
+)
 
 NAMES = ["shirt", "shoe", "bag", "dress", "coat"]
 
@@ -289,6 +298,24 @@ def test_converted_uploads_are_explained_with_a_note(counted_model):
         assert any(note in text for text in explained.notes), explained.notes
         assert explained.display.mode == "RGB"
     assert explorer.explain(encode(noise(40, 30), "PNG")).notes == ()
+
+
+def test_notes_say_only_what_load_image_did():
+    rotated = "EXIF orientation applied: the image is shown upright"
+    assert rotated in conversion_notes(exif_rotated_jpeg(orientation=6))
+    for data in (exif_rotated_jpeg(orientation=99), ascii_orientation_jpeg()):
+        assert conversion_notes(data) == []
+        assert load_image(data).size == (40, 20)  # not rotated either
+    keyed = encode(Image.new("L", (4, 2), 7), "PNG", transparency=7)  # grey 7 is the transparent colour
+    assert conversion_notes(keyed) == ["transparent image: flattened onto white"]
+    assert (np.asarray(load_image(keyed)) == 255).all()
+
+
+def test_frames_are_counted_up_to_a_bound():
+    assert conversion_notes(many_frame_gif(MAX_COUNTED_FRAMES)) == [
+        f"animated image with {MAX_COUNTED_FRAMES} frames: the first frame is explained"]
+    assert conversion_notes(many_frame_gif(100_000)) == [  # counting them all took 9 s a million
+        f"animated image with more than {MAX_COUNTED_FRAMES:,} frames: the first frame is explained"]
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # PIL's notes on the damaged files

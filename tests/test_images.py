@@ -14,9 +14,10 @@ import pytest
 from PIL import Image
 
 from tscam_core import MAX_PIXELS, ImageError, load_image
-from tscam_core.images import read_file
+from tscam_core.images import conversion, orientation, read_file
 from tscam_core.testing.bad_files import (
     animated_gif,
+    ascii_orientation_jpeg,
     cmyk_jpeg,
     encode,
     exif_rotated_jpeg,
@@ -26,6 +27,7 @@ from tscam_core.testing.bad_files import (
     png_bomb,
     sixteen_bit_png,
 )
+from tscam_core.testing.image_memory import KINDS, load_peak
 
 
 def pixels(image: Image.Image) -> np.ndarray:
@@ -191,3 +193,40 @@ def test_read_file_judges_kind_and_size_before_opening(tmp_path):
         read_file(sparse, max_bytes=1000)
     (tmp_path / "small.bin").write_bytes(b"x" * 1000)
     assert read_file(tmp_path / "small.bin", max_bytes=1000) == b"x" * 1000
+
+
+@pytest.mark.parametrize("kind", ["gray16_png", "rgba_png", "palette_transparent_png", "float_tiff", "rgb_jpeg"])
+def test_converting_a_large_image_stays_within_the_stated_memory_bound(tmp_path: Path, kind: str):
+    """Pillow's buffers are invisible to tracemalloc: the peak is measured in a child process.
+    Before the bound, the 16-bit PNG took 3x it (a float64 copy of every pixel), RGBA and
+    palette files 2x (two extra full-size copies while flattening)."""
+    side = 4000
+    path, peak = load_peak(KINDS[kind], tmp_path, side)
+    bound = KINDS[kind].bound(side * side)
+    assert 0 < peak <= bound, f"{kind}: {peak / 2**20:.0f} MiB at its peak, over the bound of {bound / 2**20:.0f} MiB"
+    assert load_image(path).size == (side, side)
+
+
+def test_rgba_la_and_premultiplied_modes_flatten_alike():
+    half_black = [Image.new(mode, (3, 2), value) for mode, value in (("RGBA", (0, 0, 0, 128)), ("LA", (0, 128)))]
+    premultiplied = [image.convert({"RGBA": "RGBa", "LA": "La"}[image.mode]) for image in half_black]
+    for image in half_black + premultiplied:
+        assert conversion(image) == "flatten"
+        out = pixels(load_image(image))
+        assert (abs(out - 127) <= 1).all(), image.mode
+
+
+@pytest.mark.parametrize("value", [99, 0, 1, "6"], ids=["99", "0", "1", "ascii"])
+def test_an_orientation_that_is_not_a_rotation_is_neither_applied_nor_reported(value):
+    data = ascii_orientation_jpeg(40, 20) if value == "6" else exif_rotated_jpeg(40, 20, orientation=value)
+    assert Image.open(io.BytesIO(data)).getexif()[0x0112] == value
+    assert orientation(Image.open(io.BytesIO(data))) is None
+    assert load_image(data).size == (40, 20)
+    assert orientation(Image.open(io.BytesIO(exif_rotated_jpeg(40, 20, orientation=8)))) == 8
+
+
+def test_damaged_pixel_data_is_an_image_error_inside_load_image():
+    """JPEG decodes lazily: the error must come from load_image, not from whoever touches the pixels."""
+    jpeg = encode(noise(640, 480), "JPEG")
+    with pytest.raises(ImageError, match="damaged or truncated"):
+        load_image(jpeg[: len(jpeg) // 2])

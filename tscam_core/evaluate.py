@@ -66,6 +66,7 @@ from tqdm import tqdm
 from .boxes import contour_sweeps, largest_boxes, upsample_grays
 from .cnn_cam import CNNCAM
 from .datasets import Sample, TorchWSOL, WSOLDataset, collate, load_mask, object_pixels, open_dataset
+from .datasets.common import Skip
 from .errors import DatasetError, TSCAMError
 from .explanation import CAM_VARIANTS, VARIANTS, Blocks, Explanation, MapSpec, variants_for
 from .graph import graph_explain
@@ -539,6 +540,17 @@ VARIANT_KEYS = {"top1_loc": "top1_loc", "top5_loc": "top5_loc", "gt_known_loc": 
 def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, settings: EvalSettings = EvalSettings(),
              name: str | None = None, progress: bool = True, dataset_kind: str = "auto",
              overwrite: bool = False) -> Results:
+    """Score ``model`` on ``dataset`` and write the results folder ``out`` (see ``_evaluate``); a run
+    that fails leaves no staged thumbnails behind."""
+    try:
+        return _evaluate(model, dataset, Path(out), settings, name, progress, dataset_kind, overwrite)
+    except BaseException:
+        shutil.rmtree(Path(out) / PARTIAL_THUMBNAIL_DIR, ignore_errors=True)
+        raise
+
+
+def _evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: Path, settings: EvalSettings, name: str | None,
+              progress: bool, dataset_kind: str, overwrite: bool) -> Results:
     """Score ``model`` on ``dataset`` and write the results folder ``out``; returns it loaded.
 
     A CNN CAM model (depth 0) is scored with ``MapSpec("cam")``, its only map: no other variants
@@ -550,6 +562,9 @@ def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, setti
     ``overwrite``. Thumbnails are drawn into a staging folder and replace the old ones only once
     every image is scored, so a run that fails leaves an existing folder as it was, and a
     finished one leaves no thumbnail of an earlier run behind.
+
+    An image that cannot be decoded stops the run with its one-line error, or, where the dataset
+    was opened with ``on_error="skip"``, is left out and listed in summary.json with its reason.
     """
     if dataset.num_classes != model.num_classes:
         raise DatasetError(f"the dataset has {dataset.num_classes} classes but the checkpoint "
@@ -573,9 +588,10 @@ def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, setti
     device = next(model.parameters()).device
     totals = Accumulators(context)
     rows: list[dict] = []
+    skipped: list[Skip] = list(dataset.skipped)
     bar = tqdm(total=len(subset), unit="img", desc="evaluating", disable=not progress)
     start = time.perf_counter()
-    with torch_threads(settings.model_threads), make_pool(settings) as pool, ThreadPoolExecutor(1) as decoder:
+    with torch_threads(settings.model_threads), make_pool(settings) as pool, ThreadPoolExecutor(1) as decoder, bar:
         pending: deque[list[Future]] = deque()
 
         def drain_one() -> None:
@@ -585,7 +601,11 @@ def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, setti
                 totals.merge(job_totals)
                 bar.update(len(scored))
 
-        for batch in decoded_batches(TorchWSOL(subset, preprocess), settings, decoder):
+        for batch in decoded_batches(TorchWSOL(subset, preprocess, report_failures=True), settings, decoder):
+            skipped += undecoded(batch, subset.on_error)
+            bar.update(len(batch["failed"]))
+            if "image" not in batch:
+                continue
             images = batch["image"].to(device, non_blocking=True)
             explanation = (graph_explain(model, images, settings.batch_size) if settings.graph
                            else model.explain(images))
@@ -596,12 +616,15 @@ def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, setti
         while pending:
             drain_one()
     wall = time.perf_counter() - start
-    bar.close()
+    if not rows:
+        first = skipped[len(dataset.skipped)][2]
+        raise DatasetError(f"no image of the {dataset.split} split could be decoded (first: {first})", str(dataset.root))
     summary = {
         "name": name or out.name,
         "checkpoint": checkpoint_identity(model),
         "dataset": {"path": str(dataset.root), "kind": _kind(dataset.root, dataset_kind), "split": dataset.split,
-                    "num_images": len(rows), "skipped_annotations": len(dataset.skipped)},
+                    "num_images": len(rows), "skipped_annotations": len(dataset.skipped),
+                    "skipped_images": len(skipped) - len(dataset.skipped), "skipped": skip_records(skipped, dataset.root)},
         "settings": settings.record(),
         "metrics": totals.metrics(model.info.class_names),
         "versions": versions(),
@@ -612,6 +635,19 @@ def evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: str | Path, setti
     }
     _replace_thumbnails(out)
     return write_results(out, summary, rows)
+
+
+def undecoded(batch: dict, on_error: str) -> list[Skip]:
+    """The batch's images that could not be decoded, to skip; with ``on_error`` "raise" the first
+    one's error instead, raised here in the main process as the same one line wherever it was decoded."""
+    if batch["failed"] and on_error == "raise":
+        raise DatasetError(batch["failed"][0][2])
+    return batch["failed"]
+
+
+def skip_records(skipped: Sequence[Skip], root: Path) -> list[dict]:
+    """summary.json's list of what was left out: each file (relative to the dataset), line or null, reason."""
+    return [{"file": _relative(Path(file), Path(root)), "line": line, "reason": reason} for file, line, reason in skipped]
 
 
 def _replace_thumbnails(out: Path) -> None:
@@ -786,7 +822,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "the scoring threads)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N images")
     parser.add_argument("--thumbnails", type=int, default=16, help="images sampled for success thumbnails")
-    parser.add_argument("--on-error", default="raise", choices=("raise", "skip"), help="bad annotation lines")
+    parser.add_argument("--on-error", default="raise", choices=("raise", "skip"),
+                        help="bad annotation lines and images that cannot be decoded: stop, or skip and list them")
     parser.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     args = parser.parse_args(argv)
     try:

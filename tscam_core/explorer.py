@@ -28,7 +28,7 @@ from .boxes import predict_box, upsample_map
 from .checkpoint import ModelInfo
 from .errors import DatasetError, ImageError
 from .explanation import DEFAULT_MAP, VARIANTS, Explanation, MapSpec, Variant
-from .images import DECODE_ERRORS, MAX_FILE_BYTES, load_image, read_file
+from .images import DECODE_ERRORS, MAX_FILE_BYTES, conversion_note, load_image, orientation, read_file
 from .localize import explain_images
 from .metrics import box_iou
 from .model import TSCAM
@@ -381,26 +381,49 @@ def _class_index(entry: dict, class_names: Sequence[str]) -> int | None:
     return None
 
 
+#: Frames counted for the note on an animation: beyond, "more than" (a GIF may hold a million 1-pixel frames).
+MAX_COUNTED_FRAMES = 1000
+
+
 def conversion_notes(data: bytes) -> list[str]:
-    """What ``load_image`` changed in a readable file, read from its header, for the user to know."""
+    """What ``load_image`` changed in a readable file, read from its header, for the user to know.
+
+    The conversion, the EXIF orientation and the frames are judged by the rules ``load_image``
+    follows (``images.conversion_note``, ``images.orientation``), so a note says only what was done.
+    """
     with Image.open(io.BytesIO(data)) as image:
         notes = []
         try:  # counting frames reads every frame's header: a later frame may be damaged, the first was fine
-            frames = getattr(image, "n_frames", 1)
+            frames = count_frames(image, MAX_COUNTED_FRAMES)
         except (*DECODE_ERRORS, KeyError):
             notes.append("image with several frames, some damaged: the first frame is explained")
             frames = 1
-        if frames > 1:
+        if frames is None:
+            notes.append(f"animated image with more than {MAX_COUNTED_FRAMES:,} frames: the first frame is explained")
+        elif frames > 1:
             notes.append(f"animated image with {frames} frames: the first frame is explained")
-        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            notes.append(f"{image.mode} image (more than 8 bits per pixel): rescaled to 8-bit RGB")
-        elif image.mode == "CMYK":
-            notes.append("CMYK image: converted to RGB")
-        elif image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-            notes.append("transparent image: flattened onto white")
-        if image.getexif().get(0x0112, 1) not in (0, 1):
+        note = conversion_note(image)
+        if note is not None:
+            notes.append(note)
+        if orientation(image) is not None:
             notes.append("EXIF orientation applied: the image is shown upright")
     return notes
+
+
+def count_frames(image: Image.Image, limit: int) -> int | None:
+    """How many frames ``image`` holds, or None where it holds more than ``limit`` (counting stops
+    there); leaves the image at its first frame."""
+    if not getattr(image, "is_animated", False):
+        return 1
+    try:
+        for frame in range(2, limit + 1):
+            try:
+                image.seek(frame)
+            except EOFError:
+                return frame
+        return None
+    finally:
+        image.seek(0)
 
 
 def digest(data: bytes) -> str:

@@ -1,7 +1,12 @@
 """Turn whatever a user hands us into the RGB image the model expects, or a clear error.
 
 The pixel limit is checked from the header before any pixel is decoded, so a
-decompression bomb costs nothing.
+decompression bomb costs nothing. Memory is bounded too: beside the file's bytes,
+``load_image`` holds at most the decoded image in its own mode and the RGB result
+(4 bytes a pixel in Pillow), plus one band of ``BAND_PIXELS`` pixels converted at a time
+(an EXIF rotation briefly holds a second copy of the decoded image). No full-size float
+copy is made, nor a full-size intermediate while flattening transparency.
+``python benchmarks/image_memory.py`` prints each kind of file's peak beside this bound.
 """
 
 from __future__ import annotations
@@ -11,11 +16,12 @@ import os
 import stat
 import struct
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError
 
@@ -48,10 +54,28 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
     try:
         if getattr(image, "is_animated", False):
             image.seek(0)
-        image = ImageOps.exif_transpose(image)
+        image.load()  # here, where damaged pixel data becomes an ImageError, not in the caller's hands
+        rotation = orientation(image)
+        if rotation is not None:
+            image = image.transpose(ORIENTATIONS[rotation])
         return to_rgb(image)
     except DECODE_ERRORS as error:  # truncated or corrupt pixel data
         raise ImageError(f"{name}: image data is damaged or truncated: {error}") from error
+
+
+#: The transposition that shows an image upright, by EXIF orientation (1, upright, needs none).
+ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation ``load_image`` applies: 2..8, or None where there is none to apply (no tag,
+    1, or an invalid value such as 99 or text, which is ignored)."""
+    value = image.getexif().get(0x0112)
+    return value if type(value) is int and value in ORIENTATIONS else None
 
 
 def source_name(source: ImageSource) -> str:
@@ -108,29 +132,93 @@ def _open(source: str | Path | bytes | BinaryIO, name: str) -> Image.Image:
 def _from_array(array: np.ndarray) -> Image.Image:
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
         raise ImageError(f"an image array must be H x W, H x W x 3 or H x W x 4, got shape {array.shape}")
-    if array.dtype != np.uint8:
-        array = _to_uint8(array.astype(np.float64))
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
+    if array.dtype != np.uint8:
+        out = np.empty(array.shape, np.uint8)
+        top = float(array.max()) if array.size else 1.0
+        for start, band in _uint8_bands(lambda start, stop: array[start:stop], array.shape, top):
+            out[start:start + len(band)] = band
+        array = out
     return Image.fromarray(array)
 
 
-def _to_uint8(values: np.ndarray) -> np.ndarray:
-    top = values.max() if values.size else 1.0
+#: Pixels converted at a time where a conversion needs a wider type than the result (16-bit, float).
+BAND_PIXELS = 1 << 20
+
+
+def _uint8_bands(
+    band: Callable[[int, int], np.ndarray], shape: tuple[int, ...], top: float
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, uint8 rows) of an image of ``shape`` read as ``band(start, stop)`` and scaled by the
+    range ``top`` implies, one band at a time: the float copy is one band's, never the whole image's."""
     scale = 255.0 if top <= 1.0 else 255.0 / (65535.0 if top > 255 else 255.0)
-    return np.clip(values * scale, 0, 255).round().astype(np.uint8)
+    rows = max(1, BAND_PIXELS // max(1, int(np.prod(shape[1:], dtype=np.int64))))
+    for start in range(0, shape[0], rows):
+        values = np.array(band(start, min(start + rows, shape[0])), dtype=np.float64)
+        values *= scale
+        yield start, np.clip(values, 0, 255, out=values).round(out=values).astype(np.uint8)
+
+
+#: Modes of more than 8 bits a channel: rescaled to 8 bits from the range their values use.
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+#: Modes with an alpha channel: flattened onto white.
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+#: Modes whose "transparency" (a transparent palette index or colour key) Pillow can turn into alpha.
+KEYED_MODES = ("P", "L", "RGB")
+
+Conversion = Literal["none", "rescale", "flatten", "cmyk", "convert"]
+
+#: What a user is told about each conversion (None: a plain colour conversion, nothing lost or changed).
+CONVERSION_NOTES: dict[Conversion, str | None] = {
+    "none": None,
+    "rescale": "{mode} image (more than 8 bits per pixel): rescaled to 8-bit RGB",
+    "flatten": "transparent image: flattened onto white",
+    "cmyk": "CMYK image: converted to RGB",
+    "convert": None,
+}
+
+
+def conversion(image: Image.Image) -> Conversion:
+    """How ``to_rgb`` turns ``image`` into RGB: the one table of modes that the notes follow too."""
+    if image.mode in HIGH_DEPTH_MODES:
+        return "rescale"
+    if image.mode in ALPHA_MODES or (image.mode in KEYED_MODES and "transparency" in image.info):
+        return "flatten"
+    if image.mode == "RGB":
+        return "none"
+    return "cmyk" if image.mode == "CMYK" else "convert"
+
+
+def conversion_note(image: Image.Image) -> str | None:
+    """The note of ``image``'s conversion for a user, or None where there is nothing to say."""
+    note = CONVERSION_NOTES[conversion(image)]
+    return None if note is None else note.format(mode=image.mode)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """8-bit RGB for any PIL mode: 16-bit and float greys rescaled, CMYK converted, alpha on white."""
-    if image.mode == "RGB":
+    """8-bit RGB for any PIL mode: 16-bit and float greys rescaled, CMYK converted, alpha on white.
+
+    Rescaling and flattening go in bands of rows into the result, so that the only full-size
+    copy is the result itself.
+    """
+    kind = conversion(image)
+    if kind == "none":
         return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return Image.fromarray(_to_uint8(np.asarray(image, dtype=np.float64))).convert("RGB")
-    if image.mode == "P":
-        image = image.convert("RGBA") if "transparency" in image.info else image.convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+    width, height = image.size
+    if kind == "rescale":
+        out = Image.new("RGB", image.size)
+        rows = _uint8_bands(lambda start, stop: np.asarray(image.crop((0, start, width, stop))),
+                            (height, width), float(image.getextrema()[1]))
+        for start, band in rows:
+            out.paste(Image.fromarray(band).convert("RGB"), (0, start))
+        return out
+    if kind == "flatten":
+        out = Image.new("RGB", image.size, (255, 255, 255))
+        rows = max(1, BAND_PIXELS // width)
+        for start in range(0, height, rows):
+            band = image.crop((0, start, width, min(start + rows, height)))
+            band = (band.convert("LA") if band.mode == "La" else band).convert("RGBA")  # Pillow has no La -> RGBA
+            out.paste(band, (0, start), band)
+        return out
     return image.convert("RGB")

@@ -2,7 +2,10 @@
 
 Readers are strict by default: a bad annotation raises a ``DatasetError`` naming the file and
 line, because a silently dropped image changes every reported number. With ``on_error="skip"``
-the problem is recorded in ``WSOLDataset.skipped`` instead, and the count is logged.
+the problem is recorded in ``WSOLDataset.skipped`` instead, and the count is logged. An image
+whose header reads but whose pixels do not is only found when it is decoded: ``TorchWSOL`` can
+hand it on as a failure item (``report_failures``) for its consumer to raise or skip by the
+dataset's ``on_error``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import DatasetError
+from ..errors import DatasetError, TSCAMError
 from ..images import MAX_PIXELS, load_image
 from ..transforms import (
     IMAGENET_MEAN,
@@ -84,6 +87,7 @@ class WSOLDataset(Sequence[Sample]):
     class_names: list[str]
     samples: list[Sample]
     skipped: list[Skip] = field(default_factory=list)
+    on_error: OnError = "raise"  # what its consumers do with an image that cannot be decoded
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -246,11 +250,16 @@ class TorchWSOL(torch.utils.data.Dataset):
     before building each epoch's iterator (not with ``persistent_workers``).
     """
 
-    def __init__(self, dataset: WSOLDataset, transform: TrainTransform | Preprocess, seed: int = 0) -> None:
+    def __init__(self, dataset: WSOLDataset, transform: TrainTransform | Preprocess, seed: int = 0,
+                 report_failures: bool = False) -> None:
         self.dataset = dataset
         self.transform = transform
         self.seed = seed
         self.epoch = 0
+        #: An image that cannot be loaded becomes ``{"index", "failure": Skip}``, which ``collate`` sets
+        #: aside in the batch's "failed", instead of an exception: a data-loader worker's exception
+        #: reaches the main process as a traceback, a failure item as data.
+        self.report_failures = report_failures
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -259,6 +268,14 @@ class TorchWSOL(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
+        if not self.report_failures:
+            return self._item(index)
+        try:
+            return self._item(index)
+        except TSCAMError as error:  # ImageError (damaged pixels) or DatasetError (boxes off the image)
+            return {"index": index, "failure": (str(self.dataset[index].path), None, str(error))}
+
+    def _item(self, index: int) -> dict:
         image, sample = self.dataset.load(index)
         boxes = clip_boxes(sample.boxes, image.size)
         original = torch.tensor(image.size, dtype=torch.long)
@@ -277,11 +294,20 @@ class TorchWSOL(torch.utils.data.Dataset):
 
 
 def collate(batch: list[dict]) -> dict:
-    """Stack a batch whose items have different numbers of boxes: ``boxes`` stays a list."""
+    """Stack a batch whose items have different numbers of boxes: ``boxes`` stays a list.
+
+    Failure items (``TorchWSOL.report_failures``) are listed in "failed"; a batch of nothing but
+    failures has no other key.
+    """
+    failed: list[Skip] = [item["failure"] for item in batch if "failure" in item]
+    batch = [item for item in batch if "failure" not in item]
+    if not batch:
+        return {"failed": failed}
     return {
         "image": torch.stack([item["image"] for item in batch]),
         "label": torch.tensor([item["label"] for item in batch], dtype=torch.long),
         "boxes": [item["boxes"] for item in batch],
         "index": torch.tensor([item["index"] for item in batch], dtype=torch.long),
         "size": torch.stack([item["size"] for item in batch]),
+        "failed": failed,
     }

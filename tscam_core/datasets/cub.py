@@ -77,7 +77,7 @@ def read_cub(root: Path, split: str = "test", on_error: OnError = "raise") -> WS
         sample = _sample(root, image_id, relative, class_index[class_id], boxes[image_id], where, problems)
         if sample is not None:
             samples.append(sample)
-    return WSOLDataset(root, split, class_names, samples, problems.skipped)
+    return WSOLDataset(root, split, class_names, samples, problems.skipped, on_error)
 
 
 def _sample(root: Path, image_id: str, relative: str, label: int, box_rows: list[tuple[int, np.ndarray]],

@@ -44,7 +44,7 @@ def read_ilsvrc(root: Path, split: str = "val", on_error: OnError = "raise") -> 
         samples = _train(_folder(root, "train"), wnids, problems)
     else:
         samples = _val(root, _folder(root, "val"), wnids, problems)
-    return WSOLDataset(root, split, names, samples, problems.skipped)
+    return WSOLDataset(root, split, names, samples, problems.skipped, on_error)
 
 
 def _folder(root: Path, name: str) -> Path:

@@ -94,6 +94,13 @@ def exif_rotated_jpeg(width: int = 40, height: int = 20, orientation: int = 6) -
     return encode(image, "JPEG", exif=exif, quality=95)
 
 
+def ascii_orientation_jpeg(width: int = 40, height: int = 20, text: bytes = b"6") -> bytes:
+    """A JPEG whose EXIF orientation is text (type ASCII), not a number: no rotation to apply."""
+    data = exif_rotated_jpeg(width, height, 6)
+    entry = struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0)  # big-endian ("MM"), as Pillow writes a JPEG's EXIF
+    return data.replace(entry, struct.pack(">HHI", 0x0112, 2, 2) + text[:1] + b"\x00\x00\x00")
+
+
 def palette_with_transparency(width: int = 12, height: int = 8) -> bytes:
     """A palette PNG whose index 0 is transparent (left half) and index 1 opaque green (right half)."""
     image = Image.new("P", (width, height), 0)
@@ -106,6 +113,14 @@ def animated_gif(width: int = 16, height: int = 16) -> bytes:
     """Two frames, red then blue: the loader must return the red first frame."""
     frames = [Image.new("RGB", (width, height), colour) for colour in ((255, 0, 0), (0, 0, 255))]
     return encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+def many_frame_gif(frames: int) -> bytes:
+    """A 1 x 1 GIF of ``frames`` frames (a million fit in about 20 MB): its second frame's bytes repeated."""
+    data = animated_gif(1, 1)
+    first = data.index(b"\x21\xf9\x04")  # graphic control extension: one starts every frame
+    second = data.index(b"\x21\xf9\x04", first + 1)
+    return data[:second] + data[second:-1] * (frames - 1) + b"\x3b"  # the trailer ends the file
 
 
 def truncated_animated_gif(into_second_frame: int) -> bytes:
@@ -274,5 +289,5 @@ def _check_image(case: BadFile, image: Image.Image) -> tuple[str, str]:
 
 
 __all__ = ["BadFile", "Expectation", "Outcome", "bad_file_corpus", "mutated_corpus", "probe", "png_bomb",
-           "jpeg_bomb", "sixteen_bit_png", "cmyk_jpeg", "exif_rotated_jpeg", "palette_with_transparency",
-           "animated_gif", "truncated_animated_gif", "tiff_with_float_strip_offsets", "encode", "noise"]
+           "jpeg_bomb", "sixteen_bit_png", "cmyk_jpeg", "exif_rotated_jpeg", "ascii_orientation_jpeg", "palette_with_transparency",
+           "animated_gif", "many_frame_gif", "truncated_animated_gif", "tiff_with_float_strip_offsets", "encode", "noise"]
