@@ -101,11 +101,11 @@ def read_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         raise ImageError(f"{path} is {status.st_size:,} bytes, over the file size limit of {max_bytes:,}")
     try:
         with open(path, "rb") as file:
-            data = file.read(max_bytes + 1)
+            data = file.read(status.st_size + 1)  # read(n) allocates n bytes up front: ask for what is there
     except OSError as error:
         raise ImageError(f"{path} could not be read: {error.strerror or error}") from error
-    if len(data) > max_bytes:  # grew since it was measured
-        raise ImageError(f"{path} is over the file size limit of {max_bytes:,} bytes")
+    if len(data) > status.st_size:  # grew since it was measured
+        raise ImageError(f"{path} changed while it was read")
     return data
 
 
