@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from tscam_core import ModelInfo, Preprocess, build_model, explain_file, load_image
+from tscam_core.testing.bad_files import Outcome, bad_file_corpus, mutated_corpus, probe
+from tscam_core.testing.report import replace_section
 
-from tscam_core import ModelInfo, Preprocess, build_model, explain_file, load_image  # noqa: E402
-from tscam_core.testing.bad_files import Outcome, bad_file_corpus, mutated_corpus, probe  # noqa: E402
-from tscam_core.testing.report import replace_section  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_model():
