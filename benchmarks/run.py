@@ -26,9 +26,6 @@ from pathlib import Path
 
 import torch
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from benchmarks import demo_latency, evaluation_speed, explain_cost, gradcam_compare, training_step
 from benchmarks.measure import TIMING_METHOD, Budget, machine_description, memory_method
 from benchmarks.report import Goal, Report, Row, Skipped, markdown_page, markdown_table

@@ -22,15 +22,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.evaluation_speed import write_cub_folder  # noqa: E402
-from benchmarks.measure import machine_description, synchronize  # noqa: E402
-from tscam_core import TSCAM, ModelInfo, build_model, load_model  # noqa: E402
-from tscam_core.datasets import WSOLDataset, open_dataset  # noqa: E402
-from tscam_core.evaluate import EvalSettings, ScoringPool, evaluate, usable_cores  # noqa: E402
-from tscam_core.graph import graph_explain  # noqa: E402
-from tscam_core.recipes import FASHION_DATA  # noqa: E402
+from benchmarks.evaluation_speed import write_cub_folder
+from benchmarks.measure import machine_description, synchronize
+from tscam_core import TSCAM, ModelInfo, build_model, load_model
+from tscam_core.datasets import WSOLDataset, open_dataset
+from tscam_core.evaluate import EvalSettings, ScoringPool, evaluate, usable_cores
+from tscam_core.graph import graph_explain
+from tscam_core.recipes import FASHION_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 64

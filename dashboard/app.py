@@ -11,13 +11,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `streamlit run` puts only dashboard/ on the path
-    sys.path.insert(0, str(ROOT))
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from dashboard import runs, shipped  # noqa: E402
+from dashboard import runs, shipped
 
 st.set_page_config(page_title="TS-CAM results", page_icon=":material/center_focus_strong:", layout="wide")
 

@@ -18,15 +18,14 @@ import time
 from datetime import date
 from pathlib import Path
 
+from streamlit.testing.v1 import AppTest
+
+from dashboard.synthetic import write_synthetic
+from tscam_core.dashboard_data import ImageFilter, filter_images, prepare_images
+from tscam_core.results import load_results
+from tscam_core.testing.report import replace_section
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
-from dashboard.synthetic import write_synthetic  # noqa: E402
-from tscam_core.dashboard_data import ImageFilter, filter_images, prepare_images  # noqa: E402
-from tscam_core.results import load_results  # noqa: E402
-from tscam_core.testing.report import replace_section  # noqa: E402
 
 
 def timed(action) -> tuple[float, object]:

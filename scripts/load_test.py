@@ -359,7 +359,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.users <= 64 or not 0 < args.duration <= 600:
         parser.error("--users must be within 1..64 and --duration within 0..600 s")
-    sys.path.insert(0, str(ROOT))
     figures = run(args.checkpoint, args.users, args.duration)
     text = report(figures)
     print(text)

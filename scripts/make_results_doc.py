@@ -32,21 +32,20 @@ from typing import NamedTuple
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from tscam_core.checkpoint import ModelInfo
+from tscam_core.cnn_cam import CNNCAM
+from tscam_core.datasets import TorchWSOL, collate
+from tscam_core.errors import TSCAMError
+from tscam_core.evaluate import file_sha256
+from tscam_core.explanation import MapSpec
+from tscam_core.loading import load_model
+from tscam_core.metrics import BOX_CONVENTIONS, CAM_CURVE_INTERVAL, DEFAULT_BOX_CONVENTION
+from tscam_core.model import TSCAM
+from tscam_core.recipes import TrainConfig
+from tscam_core.results import Results, load_results
+from tscam_core.training import training_splits, validate
 
-from tscam_core.checkpoint import ModelInfo  # noqa: E402
-from tscam_core.cnn_cam import CNNCAM  # noqa: E402
-from tscam_core.datasets import TorchWSOL, collate  # noqa: E402
-from tscam_core.errors import TSCAMError  # noqa: E402
-from tscam_core.evaluate import file_sha256  # noqa: E402
-from tscam_core.explanation import MapSpec  # noqa: E402
-from tscam_core.loading import load_model  # noqa: E402
-from tscam_core.metrics import BOX_CONVENTIONS, CAM_CURVE_INTERVAL, DEFAULT_BOX_CONVENTION  # noqa: E402
-from tscam_core.model import TSCAM  # noqa: E402
-from tscam_core.recipes import TrainConfig  # noqa: E402
-from tscam_core.results import Results, load_results  # noqa: E402
-from tscam_core.training import training_splits, validate  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 #: The paper's CUB-200-2011 figures (Tables 5, 7, 8, 12), in percent; None where the paper has none.
 PAPER_TABLE5 = {  # Top-1, Top-5, GT-known Loc

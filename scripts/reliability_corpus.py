@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,10 +22,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tscam_core import (  # noqa: E402
+from tscam_core import (
     CheckpointError,
     ModelInfo,
     Preprocess,
@@ -35,9 +31,11 @@ from tscam_core import (  # noqa: E402
     load_image,
     load_model,
 )
-from tscam_core.testing.bad_checkpoints import HostileCheckpoint, check_model, hostile_checkpoints, loader  # noqa: E402
-from tscam_core.testing.bad_files import Outcome, bad_file_corpus, mutated_corpus, probe  # noqa: E402
-from tscam_core.testing.report import replace_section  # noqa: E402
+from tscam_core.testing.bad_checkpoints import HostileCheckpoint, check_model, hostile_checkpoints, loader
+from tscam_core.testing.bad_files import Outcome, bad_file_corpus, mutated_corpus, probe
+from tscam_core.testing.report import replace_section
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_model():

@@ -152,11 +152,18 @@ def test_unknown_preset_is_a_clear_error(capsys):
 
 
 def test_offline_imagenet_weights_say_how_to_continue(dataset, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    """Offline with an empty cache. huggingface_hub read HF_HUB_OFFLINE and its cache folder when it was
+    imported, so its constants are set, not the environment: the lookup must fail without the network."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    assert huggingface_hub.constants.is_offline_mode()  # what its HTTP layer asks before every request
     code = main(["--preset", "cub", "--data", str(dataset), "--output", str(tmp_path), "--workers", "0"])
     assert code == 2
     err = capsys.readouterr().err
     assert "deit_small_patch16_224" in err and "--pretrained-file" in err
+    assert "LocalEntryNotFoundError" in err  # not in the empty cache, and not fetched
     missing = main(["--preset", "cub", "--data", str(dataset), "--pretrained-file", str(tmp_path / "deit.pth"),
                     "--output", str(tmp_path)])
     assert missing == 2 and "deit.pth" in capsys.readouterr().err

@@ -14,10 +14,8 @@ import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tscam_core.datasets import open_dataset  # noqa: E402
-from tscam_core.errors import TSCAMError  # noqa: E402
+from tscam_core.datasets import open_dataset
+from tscam_core.errors import TSCAMError
 
 
 def make_examples(data: Path, out: Path, count: int) -> list[dict]:

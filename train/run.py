@@ -13,13 +13,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tscam_core.errors import TSCAMError  # noqa: E402
-from tscam_core.recipes import PRESETS, TrainConfig, preset_config  # noqa: E402
-from tscam_core.training import Interrupted, resume_config, train  # noqa: E402
+from tscam_core.errors import TSCAMError
+from tscam_core.recipes import PRESETS, TrainConfig, preset_config
+from tscam_core.training import Interrupted, resume_config, train
 
 
 def _preset_note(name: str) -> str:

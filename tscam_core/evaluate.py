@@ -52,7 +52,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -631,7 +631,7 @@ def _evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: Path, settings: 
         "wall_time_s": wall,
         "images_per_second": len(rows) / wall if wall > 0 else None,
         "device": str(device),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     _replace_thumbnails(out)
     return write_results(out, summary, rows)
