@@ -168,6 +168,10 @@ def test_overview_shows_each_runs_metrics_and_charts(monkeypatch, folders):
     assert {t["name"] for t in layers["data"]} >= {"run_a, GT-known", "run_b, Top-1"}
     app.selectbox(key="per_class_run").select("run_b").run()
     assert "run_b" in chart(app, "chart_per_class")["layout"]["title"]["text"]
+    # Every error-type name shown in the charts is explained in one line on the page.
+    legend = app.expander[1].markdown[0].value
+    for label in data.error_frame({"a": load_results(folders["a"]).parsed})["error_type"].unique():
+        assert f"- **{label}**: " in legend
 
 
 def test_failure_browser_filters_pages_and_opens_live_maps(monkeypatch, folders):
