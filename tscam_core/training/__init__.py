@@ -33,8 +33,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from .boxes import box_from_map, upsample_map
-from .checkpoint import (
+from ..boxes import box_from_map, upsample_map
+from ..checkpoint import (
     FAMILY_LABELS,
     ModelInfo,
     error_summary,
@@ -43,19 +43,19 @@ from .checkpoint import (
     read_torch_file,
     save_checkpoint,
 )
-from .cnn_cam import CNNCAM, create_cnn_cam
-from .datasets import TorchWSOL, TrainTransform, WSOLDataset, collate, open_dataset
-from .errors import CheckpointError, DatasetError
-from .explanation import MapSpec
-from .files import atomic_write
-from .metrics import LocalizationAccumulator, Overlap, ThresholdCurve, largest_box_ious
-from .model import TSCAM, create_tscam
-from .pretraining import PlainFashion
-from .recipes import TrainConfig
+from ..cnn_cam import CNNCAM, create_cnn_cam
+from ..datasets import TorchWSOL, TrainTransform, WSOLDataset, collate, open_dataset
+from ..errors import CheckpointError, DatasetError
+from ..explanation import MapSpec
+from ..files import atomic_write
+from ..metrics import LocalizationAccumulator, Overlap, ThresholdCurve, largest_box_ious
+from ..model import TSCAM, create_tscam
+from ..pretraining import PlainFashion
+from ..recipes import TrainConfig
 
 if TYPE_CHECKING:
-    from .datasets.fashion import BenchmarkConfig
-from .transforms import Preprocess
+    from ..datasets.fashion import BenchmarkConfig
+from ..transforms import Preprocess
 
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.json"
@@ -779,7 +779,7 @@ def ensure_data(config: TrainConfig, main: bool) -> None:
     """
     if not config.generate:
         return
-    from .datasets.fashion import differences, generate
+    from ..datasets.fashion import differences, generate
 
     wanted = benchmark_config(config)
     root = Path(config.data)
@@ -798,7 +798,7 @@ def ensure_data(config: TrainConfig, main: bool) -> None:
 
 def benchmark_config(config: TrainConfig) -> BenchmarkConfig:
     """The embedded benchmark a run's config generates (its sizes, canvas and seed)."""
-    from .datasets.fashion import BenchmarkConfig
+    from ..datasets.fashion import BenchmarkConfig
 
     return BenchmarkConfig(train=config.generate_train, test=config.generate_test, canvas=config.canvas,
                            seed=config.seed)
