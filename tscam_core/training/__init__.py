@@ -25,7 +25,7 @@ from .data import (
     training_splits,
 )
 from .loop import Progress, Trainer, train
-from .models import build_model, training_model_info
+from .models import build_training_model, training_model_info
 from .run_folder import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -44,7 +44,7 @@ from .step import Optimization, StepResult, lr_factor, make_optimizer, make_sche
 __all__ = [
     "CONFIG_FILE", "METRICS_FILE", "STATE_FILE", "WORK_FILES", "Interrupt", "Interrupted", "Optimization", "Progress",
     "ResumableSampler", "RunFolder", "Runtime", "Stage", "StepResult", "Trainer", "TrainingData", "amp_dtype",
-    "benchmark_config", "build_model", "ensure_data", "evaluate_split", "finish_run", "holdout_split",
+    "benchmark_config", "build_training_model", "ensure_data", "evaluate_split", "finish_run", "holdout_split",
     "load_state_file", "lr_factor", "make_optimizer", "make_scheduler", "open_dataset", "resume_config",
     "rng_state", "set_rng_state", "setup_runtime", "train", "train_step", "training_model_info",
     "training_splits", "validate",

@@ -20,7 +20,7 @@ from ..cnn_cam import CNNCAM
 from ..model import TSCAM
 from ..recipes import TrainConfig
 from .data import TrainingData, ensure_data
-from .models import build_model, training_model_info
+from .models import build_training_model, training_model_info
 from .run_folder import STATE_FILE, RunFolder, all_rng_states, set_rng_state
 from .runtime import Interrupt, Interrupted, Runtime, setup_runtime
 from .selection import finish_run, validate
@@ -55,7 +55,7 @@ class Trainer:
         self.local_batch = config.batch_size // runtime.world_size
         self.data = TrainingData(config, self.local_batch, runtime.device.type == "cuda")
         torch.manual_seed(config.seed)
-        model = build_model(config, self.data.num_classes).to(runtime.device)
+        model = build_training_model(config, self.data.num_classes).to(runtime.device)
         self.optimization = Optimization(model, config, runtime)
         self.progress = Progress()
         self.last_validation: dict[str, Any] = {}

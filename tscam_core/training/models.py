@@ -13,9 +13,12 @@ from ..recipes import TrainConfig
 from ..transforms import Preprocess
 
 
-def build_model(config: TrainConfig, num_classes: int) -> TSCAM | CNNCAM:
+def build_training_model(config: TrainConfig, num_classes: int) -> TSCAM | CNNCAM:
     """TS-CAM (or, with ``model_family="cnn_cam"``, CNN CAM) on ``config.arch`` with the recipe's drop
-    path, starting from ImageNet weights from a local file, the hub, or none."""
+    path, starting from ImageNet weights from a local file, the hub, or none.
+
+    ``tscam_core.build_model`` rebuilds a trained model from its checkpoint's ``ModelInfo`` instead.
+    """
     create = create_cnn_cam if config.model_family == "cnn_cam" else create_tscam
     kwargs = dict(config.timm_kwargs(), drop_path_rate=config.drop_path)
     if config.pretrained_file:

@@ -21,7 +21,7 @@ from ..explanation import MapSpec
 from ..metrics import LocalizationAccumulator, Overlap, ThresholdCurve, largest_box_ious
 from ..model import TSCAM
 from ..recipes import TrainConfig
-from .models import build_model
+from .models import build_training_model
 
 if TYPE_CHECKING:
     from .data import TrainingData
@@ -132,7 +132,7 @@ def _choose_checkpoint(config: TrainConfig, folder: RunFolder, data: TrainingDat
         if not path.exists():
             continue
         info, state = read_checkpoint(path)
-        model = build_model(dataclasses.replace(config, pretrained=False, pretrained_file=""),
+        model = build_training_model(dataclasses.replace(config, pretrained=False, pretrained_file=""),
                                      data.num_classes)
         load_state(model, state, str(path))
         model.to(device).eval()
