@@ -18,10 +18,12 @@ from test_app_e2e import CONTROLS, make_site
 
 from app import MAX_UPLOAD_BYTES, NOT_UPLOADED
 from scripts.load_test import AppProcess
+from tscam_core.testing import raw_http
 from tscam_core.testing.bad_files import noise
+from tscam_core.testing.raw_http import FILE_TAG as TAG
+from tscam_core.testing.raw_http import server_paths
 
 pytestmark = pytest.mark.slow
-TAG = {"_type": "gradio.FileData"}
 
 
 @pytest.fixture(scope="module")
@@ -35,41 +37,7 @@ def server(tmp_path_factory):
 
 
 def call(server, payload: dict) -> tuple[str, dict]:
-    """The event stream's last event and its data, for /analyze called with ``payload`` as the image."""
-    body = json.dumps({"data": [payload, *CONTROLS]}).encode()
-    request = urllib.request.Request(
-        server.url + "gradio_api/call/analyze", data=body, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        event_id = json.load(response)["event_id"]
-    with urllib.request.urlopen(server.url + f"gradio_api/call/analyze/{event_id}", timeout=60) as response:
-        lines = response.read().decode().strip().splitlines()
-    events = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
-    data = [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]
-    return events[-1], json.loads(data[-1])
-
-
-def server_paths(folder: Path) -> dict[str, Path]:
-    """Paths outside the upload cache: a readable image, secrets, nothing, and files that must never be read."""
-    outside = folder / "outside"
-    outside.mkdir(exist_ok=True)
-    noise(60, 40, seed=3).save(outside / "photo.png")
-    (outside / "a-folder").mkdir(exist_ok=True)
-    fifo = outside / "pipe"
-    if not fifo.exists():
-        os.mkfifo(fifo)
-    sparse = outside / "huge.png"
-    with open(sparse, "wb") as file:
-        file.truncate(8 * 2**30)  # 8 GiB that take no disk
-    return {
-        "image outside the project": outside / "photo.png",
-        "/etc/shadow": Path("/etc/shadow"),
-        "missing": outside / "missing.png",
-        "directory": outside / "a-folder",
-        "FIFO": fifo,
-        "huge sparse file": sparse,
-        "escape from the cache": Path(str(folder / "gradio-cache" / ".." / "outside" / "photo.png")),
-    }
+    return raw_http.call(server.url, payload, CONTROLS)
 
 
 def assert_no_reader(fifo: Path) -> None:
@@ -80,9 +48,7 @@ def assert_no_reader(fifo: Path) -> None:
 
 
 def test_untagged_server_paths_get_one_identical_refusal(server):
-    answers = {name: call(server, {"path": str(path)}) for name, path in server_paths(server.folder).items()}
-    answers["a data URL"] = call(server, {"url": "data:image/png;base64,iVBORw0KGgo="})
-    answers["no path"] = call(server, {"orig_name": "x.png"})
+    answers = {name: call(server, payload) for name, payload in raw_http.untagged_payloads(server.folder).items()}
     for name, (event, data) in answers.items():
         assert event == "error", name
         assert data == {

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from conftest import make_tiny_model, tiny_info
 from safetensors.torch import save_file
 
-from tests.training_support import make_dataset, tiny_config
 from tscam_core import (
     CNNCAM,
     TSCAM,
@@ -38,6 +37,7 @@ from tscam_core.evaluate import EvalSettings, evaluate, main
 from tscam_core.metrics import box_iou
 from tscam_core.recipes import PRESETS, preset_config
 from tscam_core.results import load_results
+from tscam_core.testing.tiny_training import make_dataset, tiny_config
 from tscam_core.training import build_training_model, train
 
 REPO = Path(__file__).resolve().parents[1]

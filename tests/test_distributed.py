@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from tests.training_support import (
+from tscam_core.testing.tiny_training import (
     ROOT,
     RUN_SCRIPT,
     cli_args,

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.training_support import (
+from tscam_core.checkpoint import read_checkpoint
+from tscam_core.testing.kill_resume import start, wait_for_training
+from tscam_core.testing.tiny_training import (
     ROOT,
     RUN_SCRIPT,
     cli_args,
@@ -23,27 +25,9 @@ from tests.training_support import (
     tiny_config,
     weights,
 )
-from tscam_core.checkpoint import read_checkpoint
 from tscam_core.training import CONFIG_FILE, STATE_FILE, load_state_file, train
 
 KILLS = 3
-
-
-def start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([python(), str(RUN_SCRIPT), *args], cwd=ROOT, env=subprocess_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_training(process: subprocess.Popen, state: Path, since: float, timeout: float = 120) -> bool:
-    """True once this process has written the state file at least once (False if it already exited)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        if state.exists() and state.stat().st_mtime > since:
-            return True
-        time.sleep(0.02)
-    raise AssertionError("training did not start in time")
 
 
 @pytest.fixture(scope="module")

@@ -221,3 +221,9 @@ def test_folders_outside_the_root_get_one_refusal_whether_they_exist_or_not(tmp_
     answers = {given: str(pytest.raises(ResultsError, folder_in_root, given, root).value).removeprefix(given)
                for given in (str(folder), str(tmp_path / "absent"), "../run", "../absent", "inside", "/")}
     assert set(answers.values()) == {": outside the results root this dashboard serves"}
+
+
+def test_a_summary_nested_too_deep_is_named_not_a_recursion_error(tmp_path):
+    (tmp_path / "summary.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ResultsError, match="summary.json is not valid JSON"):
+        load_results(tmp_path)

@@ -12,9 +12,9 @@ import stat
 
 import pytest
 
-from tests.training_support import make_dataset, tiny_config
 from train.run import main
 from tscam_core.errors import CheckpointError
+from tscam_core.testing.tiny_training import make_dataset, tiny_config
 from tscam_core.training import CONFIG_FILE, METRICS_FILE, STATE_FILE, load_state_file, train
 
 

@@ -9,10 +9,10 @@ import pytest
 import timm
 import torch
 
-from tests.training_support import FIXTURE, cli_args, make_dataset, tiny_config, weights
 from train.run import build_parser, main
 from tscam_core.checkpoint import read_checkpoint
 from tscam_core.recipes import PRESETS, TrainConfig, preset_config
+from tscam_core.testing.tiny_training import FIXTURE, cli_args, make_dataset, tiny_config, weights
 from tscam_core.training import STATE_FILE, load_state_file, lr_factor, train, train_step
 
 

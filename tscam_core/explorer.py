@@ -30,6 +30,7 @@ from .errors import DatasetError, ImageError
 from .explanation import DEFAULT_MAP, VARIANTS, Explanation, MapSpec, Variant
 from .images import DECODE_ERRORS, MAX_FILE_BYTES, conversion_note, load_image, orientation, read_file
 from .localize import explain_images
+from .memory import RELEASE_PIXELS, release_freed_memory
 from .metrics import box_iou
 from .model import TSCAM
 from .overlay import COLORMAPS, GT_COLOR, PRED_COLOR, DrawnBox, overlay
@@ -462,8 +463,13 @@ class Explorer:
         try:
             image = load_image(data)
         except ImageError as error:
+            release_freed_memory()  # a damaged file may have been decoded in part first
             raise ImageError(f"{name}: {error}") from error
         explanation = explain_images(self.model, [image])
-        return ExplainedImage.create(
+        explained = ExplainedImage.create(
             image, explanation, self.info, name, self._truths.get(digest(data)), conversion_notes(data)
         )
+        if image.width * image.height >= RELEASE_PIXELS:  # a server keeps only the display-sized copy
+            del image, data
+            release_freed_memory()
+        return explained

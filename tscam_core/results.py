@@ -134,7 +134,7 @@ def read_summary(summary_path: Path) -> tuple[dict[str, Any], Summary]:
     folder = summary_path.parent
     try:
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:  # RecursionError: nested too deep
         raise ResultsError(f"{SUMMARY_FILE} is not valid JSON ({error}); the file is damaged", folder) from error
     if not isinstance(summary, dict) or summary.get("format") != FORMAT_NAME:
         raise ResultsError(f"{SUMMARY_FILE} is not a tscam results summary (no format '{FORMAT_NAME}')", folder)

@@ -1,4 +1,5 @@
-"""A tiny real training setup shared by the training tests: generated images, a 2-block ViT."""
+"""A tiny real training setup shared by the training tests and scripts/kill_resume.py: generated
+images, a 2-block ViT, trained in a few CPU seconds."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from safetensors.torch import load_file
 from tscam_core.datasets.fashion import BenchmarkConfig, generate
 from tscam_core.recipes import TrainConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = Path(__file__).parent / "fixtures" / "fashion_mnist_small"
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = ROOT / "tests" / "fixtures" / "fashion_mnist_small"
 RUN_SCRIPT = ROOT / "train" / "run.py"
 
 #: 48 training images on 32 x 32 canvases, from the committed Fashion-MNIST fixture.
