@@ -62,6 +62,14 @@ def append(root: Path, name: str, text: str) -> None:
         file.write(text)
 
 
+def relabel(root: Path, image_number: str, label: str) -> None:
+    """Give one image of image_class_labels.txt another class label, in place."""
+    path = root / "image_class_labels.txt"
+    lines = [f"{number} {label}" if number == image_number else f"{number} {old}"
+             for number, old in (line.split() for line in path.read_text().splitlines())]
+    path.write_text("\n".join(lines) + "\n")
+
+
 def cut(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
@@ -70,7 +78,7 @@ def cut(path: Path) -> None:
 DATASETS: list[tuple[str, str, Callable[[Path], None]]] = [
     ("good", "the untouched dataset", lambda root: None),
     ("bad_box_line", "a bounding_boxes.txt line 'oops'", lambda root: append(root, "bounding_boxes.txt", "1 oops\n")),
-    ("bad_label", "a class label 999", lambda root: append(root, "image_class_labels.txt", "1 999\n")),
+    ("bad_label", "image 1's class label 999", lambda root: relabel(root, "1", "999")),
     ("truncated_image", "a test image cut in half", lambda root: cut(first_test_image(root))),
     ("text_image", "a test image that is text", lambda root: first_test_image(root).write_text("not an image\n")),
     ("bomb_image", "a test image claiming 2.5 gigapixels", lambda root: first_test_image(root).write_bytes(
