@@ -15,21 +15,11 @@ from torch import Tensor
 from benchmarks.measure import Budget, milliseconds, random_images, time_interleaved
 from benchmarks.report import Row, Skipped
 from tscam_core import TSCAM
+from tscam_core.methods.gradcam import token_feature_map
 
 METHOD = ("GradCAM (pytorch-grad-cam, target layer blocks[-1].norm1, reshape_transform to B x D x h x w) on a copy "
           "of the model, one call per target class for the whole batch; its time includes its own resize of each "
           "map to the input size; explain's includes M_c of every class at token resolution")
-
-
-def vit_reshape_transform(model: TSCAM, size: tuple[int, int]):
-    """Tokens (B x N x D) of a ViT block to a B x D x h x w feature map, as pytorch-grad-cam's ViT tutorial does."""
-    height, width = model.grid_size(*size)
-
-    def reshape(tokens: Tensor) -> Tensor:
-        patches = tokens[:, model.num_prefix_tokens:]
-        return patches.reshape(patches.shape[0], height, width, patches.shape[2]).permute(0, 3, 1, 2)
-
-    return reshape
 
 
 def explain_all_classes(model: TSCAM, images: Tensor) -> Tensor:
@@ -49,7 +39,7 @@ def gradcam_compare(model: TSCAM, label: str, batch: int, size: tuple[int, int],
     with torch.no_grad():
         ranked = model(images).topk(top_k, dim=1).indices.tolist()
     twin = copy.deepcopy(model)
-    cam = GradCAM(model=twin, target_layers=[twin.blocks[-1].norm1], reshape_transform=vit_reshape_transform(twin, size))
+    cam = GradCAM(model=twin, target_layers=[twin.blocks[-1].norm1], reshape_transform=token_feature_map(twin, size))
 
     def gradcam(rank: int):
         return cam(input_tensor=images, targets=[ClassifierOutputTarget(classes[rank]) for classes in ranked])

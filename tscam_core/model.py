@@ -12,9 +12,9 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Literal, TypeVar
 
 import timm
 import torch
@@ -25,6 +25,9 @@ from torch import Tensor, nn
 from .explanation import Explanation
 
 HeadKind = Literal["conv", "linear"]
+#: The parts of a block's attention that ``TSCAM.watch`` reads.
+AttentionPart = Literal["qkv", "norm"]
+T = TypeVar("T")
 
 
 class TSCAM(nn.Module):
@@ -167,27 +170,43 @@ class TSCAM(nn.Module):
     def _capture_class_scores(self) -> Iterator[list[Tensor]]:
         """Record each block's class-token scores q_cls k^T (see _class_token_scores) as the pass runs.
 
-        One hook per block, on ``attn.qkv``: its output holds q and k, and only the class
-        token's scores are computed from it, so no N x N matrix is formed and the block's own
-        (fused) attention runs unchanged. The scale, softmax and head mean wait for
-        :meth:`_class_attention`, once for all blocks: on a small model the per-op overhead,
-        not the arithmetic, is the cost. The hooks sit on modules that every thread shares,
-        so each records only the calling thread's pass: concurrent explain and forward calls
-        (a web demo's workers) never see each other's scores.
+        Only the class token's scores are computed from each block's qkv output, so no N x N
+        matrix is formed and the block's own (fused) attention runs unchanged. The scale, softmax
+        and head mean wait for :meth:`_class_attention`, once for all blocks: on a small model
+        the per-op overhead, not the arithmetic, is the cost.
+        """
+        with self.watch("qkv", lambda attn, _inputs, qkv: _class_token_scores(qkv, attn)) as scores:
+            yield scores
+
+    @contextmanager
+    def watch(self, part: AttentionPart, read: Callable[[nn.Module, tuple, Tensor], T]) -> Iterator[list[T]]:
+        """``read(attn, inputs, output)`` of each block's ``attn.<part>``, in block order, as passes run.
+
+        ``"qkv"`` is the q, k, v projection (its output holds q and k: see :func:`full_attention`);
+        ``"norm"`` receives the heads' merged output A v (B x N x HD) before the output projection,
+        whose gradient gives the attention's (Chefer et al.). One forward hook per block: the
+        block's own (fused) attention runs unchanged. The hooks sit on modules that every thread
+        shares, so each records only the calling thread's passes: concurrent explain and forward
+        calls (a web demo's workers) never see each other's values.
         """
         owner = threading.get_ident()
-        scores: list[Tensor] = []
-        handles = []
+        values: list[T] = []
+        modules = []
         for block in self.blocks:
-            attn = block.attn
+            module = getattr(block.attn, part, None)
+            if not isinstance(module, nn.Module):
+                raise ValueError(f"{type(block.attn).__name__} has no attn.{part} to read (timm >= 1.0's Attention has)")
+            modules.append((block.attn, module))
+        handles = []
+        for attn, module in modules:
 
-            def record(_module: nn.Module, _inputs: tuple, qkv: Tensor, attn=attn) -> None:
+            def record(_module: nn.Module, inputs: tuple, output: Tensor, attn=attn) -> None:
                 if threading.get_ident() == owner:
-                    scores.append(_class_token_scores(qkv, attn))
+                    values.append(read(attn, inputs, output))
 
-            handles.append(attn.qkv.register_forward_hook(record))
+            handles.append(module.register_forward_hook(record))
         try:
-            yield scores
+            yield values
         finally:
             for handle in handles:
                 handle.remove()
@@ -199,6 +218,18 @@ class TSCAM(nn.Module):
         stacked = stacked.view(-1, attn.num_heads, *stacked.shape[-2:]).mul_(attn.scale).softmax(dim=-1)
         patches = stacked.narrow(-1, self.num_prefix_tokens, stacked.shape[-1] - self.num_prefix_tokens)
         return patches.mean(dim=1).view(*patches.shape[:1], len(scores), *grid)
+
+
+def full_attention(qkv: Tensor, attn: nn.Module) -> tuple[Tensor, Tensor]:
+    """One block's attention softmax(q k^T * scale), B x H x N x N, and its values v, B x H x N x D, in float32.
+
+    Read from the qkv projection's output (the layout of timm's Attention), for the methods
+    that need every row of the matrix fused attention never forms (rollout, Chefer et al.).
+    """
+    batch, tokens, _ = qkv.shape
+    query, keys, values = qkv.reshape(batch, tokens, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    query, keys = _float32(attn.q_norm(query), attn.k_norm(keys))
+    return (query @ keys.transpose(-2, -1)).mul_(attn.scale).softmax(dim=-1), values.float()
 
 
 def _class_token_scores(qkv: Tensor, attn: nn.Module) -> Tensor:
@@ -309,4 +340,4 @@ def infer_num_heads(embed_dim: int) -> int:
     return max(1, math.ceil(embed_dim / 64))
 
 
-__all__ = ["TSCAM", "create_tscam", "infer_num_heads"]
+__all__ = ["TSCAM", "AttentionPart", "create_tscam", "full_attention", "infer_num_heads"]

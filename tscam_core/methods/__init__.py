@@ -1,0 +1,51 @@
+"""Localization methods by name: model, images and target classes in, one map per target out.
+
+    from tscam_core import methods
+    method = methods.get("rollout")              # or "tscam", "tscam@last:4", "chefer_generic", "gradcam", ...
+    maps = method(model, images, classes)        # B x K x h x w for classes B x K
+    [m.name for m in methods.available(model)]   # what this model can give
+    method.cost, method.needs                    # "forward" or "forward+backward"; attention, a TS-CAM head, ...
+
+Each method is one module here that registers itself (``registry.register``): TS-CAM and its
+Table 5 variants (``tscam``), CNN CAM (``cnn_cam``), attention rollout (``rollout``), Chefer et
+al.'s generic gradient-weighted attention (``chefer``) and pytorch-grad-cam's GradCAM family
+(``gradcam``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from torch import nn
+
+from ..explanation import MapSpec
+from . import chefer, cnn_cam, gradcam, rollout, tscam
+from .registry import COST_LABELS, METHODS, NEED_LABELS, Cost, Method, Need, provides, register
+
+
+def names() -> tuple[str, ...]:
+    """Every method's name: the one-forward methods first (the TS-CAM maps leading), then the gradient ones."""
+    return tuple(method.name for method in _in_order(METHODS.values()))
+
+
+def get(name: str) -> Method:
+    """The method called ``name``; a ``MapSpec`` key (``tscam@last:4+signed``) names a TS-CAM map of its own."""
+    if name in METHODS:
+        return METHODS[name]
+    variant = name.partition("@")[0].partition("+")[0]
+    if variant in METHODS and METHODS[variant].spec is not None:
+        return tscam.from_spec(MapSpec.parse(name))
+    raise ValueError(f"unknown method {name!r}; choose one of {', '.join(names())}")
+
+
+def available(model: nn.Module) -> tuple[Method, ...]:
+    """The methods ``model`` has what they need for, in the order of ``names``."""
+    return tuple(method for method in _in_order(METHODS.values()) if method.fits(model))
+
+
+def _in_order(methods: Iterable[Method]) -> list[Method]:
+    return sorted(methods, key=lambda method: method.gradients)  # stable: registration order within a cost
+
+
+__all__ = ["COST_LABELS", "NEED_LABELS", "Cost", "Method", "Need", "available", "chefer", "cnn_cam", "get",
+           "gradcam", "names", "provides", "register", "rollout", "tscam"]
