@@ -36,8 +36,8 @@ from tscam_core.checkpoint import ModelInfo
 from tscam_core.cnn_cam import CNNCAM
 from tscam_core.datasets import TorchWSOL, collate
 from tscam_core.errors import TSCAMError
-from tscam_core.evaluate import file_sha256
 from tscam_core.explanation import MapSpec
+from tscam_core.files import file_sha256
 from tscam_core.loading import load_model
 from tscam_core.metrics import BOX_CONVENTIONS, CAM_CURVE_INTERVAL, DEFAULT_BOX_CONVENTION
 from tscam_core.model import TSCAM
