@@ -14,6 +14,7 @@ from ..explanation import CAM_VARIANTS, VARIANTS, Blocks, MapSpec, variants_for
 from ..loading import load_model
 from ..metrics import BOX_CONVENTIONS, CAM_CURVE_INTERVAL, DEFAULT_BOX_CONVENTION
 from ..results import Results
+from ..summary import METRICS
 from .runner import evaluate
 from .settings import PROCESS_POOL_CORES, THREAD_POOL_SIZE, EvalSettings, default_loader_workers
 
@@ -108,15 +109,13 @@ def check_device(name: str) -> None:
 
 
 def report(results: Results) -> str:
-    metrics = results.metrics
-    box = metrics["maxboxacc_v2"]
-    lines = [f"{results.path}: {results.summary['dataset']['num_images']} images, "
-             f"{results.summary['images_per_second']:.1f} images/s"]
-    for label, key in (("Top-1 Cls", "top1_cls"), ("Top-5 Cls", "top5_cls"), ("Top-1 Loc", "top1_loc"),
-                       ("Top-5 Loc", "top5_loc"), ("GT-known Loc", "gt_known_loc")):
-        lines.append(f"  {label:<14}{100 * metrics[key]:6.2f}")
-    lines.append(f"  {'MaxBoxAccV2':<14}{100 * box['mean']:6.2f}  (IoU 30/50/70: "
-                 f"{100 * box['iou_30']:.1f} / {100 * box['iou_50']:.1f} / {100 * box['iou_70']:.1f})")
-    if metrics["pxap"] is not None:
-        lines.append(f"  {'PxAP':<14}{100 * metrics['pxap']:6.2f}")
+    """The run's scalar metrics, in the catalogue's order and with its labels (a metric the run lacks,
+    such as PxAP without masks, is left out)."""
+    parsed = results.parsed
+    width = max(len(metric.label) for metric in METRICS) + 2
+    lines = [f"{results.path}: {parsed.dataset.num_images} images, {results.summary['images_per_second']:.1f} images/s"]
+    for metric in METRICS:
+        value = parsed.metrics.value(metric)
+        if value is not None:
+            lines.append(f"  {metric.label:<{width}}{100 * value:6.2f}")
     return "\n".join(lines)
