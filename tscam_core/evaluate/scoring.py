@@ -147,8 +147,9 @@ def score_image(image: ImageMaps, protocol: Protocol) -> ImageRecord:
     named = {name: gt_known_iou if name in protocol.main_names
              else iou(box_from_map(maps01[protocol.channels[name]], cut)) for name in protocol.names}
     histograms = None if image.mask is None else score_histograms(gt01, image.mask, protocol.sweep)
-    return _record(image, protocol, Overlap.of(pred_box, gts, convention), gt_known_iou, pred_box, gt_known_box,
-                   np.array(best, np.float64), np.array(curve, np.float64), histograms, named)
+    return make_record(image.gt_class, image.top_classes, protocol.iou_threshold, Overlap.of(pred_box, gts, convention),
+                       gt_known_iou, pred_box, gt_known_box, np.array(best, np.float64), np.array(curve, np.float64),
+                       histograms, named)
 
 
 def score_batch(images: Sequence[ImageMaps], protocol: Protocol) -> list[ImageRecord]:
@@ -184,19 +185,21 @@ def score_batch(images: Sequence[ImageMaps], protocol: Protocol) -> list[ImageRe
         named = {name: gt_known_iou if name in protocol.main_names
                  else float(chosen_ious[i, curve + protocol.channels[name] - 1]) for name in protocol.names}
         histograms = None if image.mask is None else score_histograms(maps01[i, 0], image.mask, protocol.sweep)
-        records.append(_record(image, protocol, Overlap.of(chosen[i, -1], gt_boxes[i], convention), gt_known_iou,
-                               chosen[i, -1], chosen[i, curve], best[i], chosen_ious[i, :curve], histograms, named))
+        records.append(make_record(image.gt_class, image.top_classes, protocol.iou_threshold,
+                                   Overlap.of(chosen[i, -1], gt_boxes[i], convention), gt_known_iou, chosen[i, -1],
+                                   chosen[i, curve], best[i], chosen_ious[i, :curve], histograms, named))
     return records
 
 
-def _record(image: ImageMaps, protocol: Protocol, top1: Overlap, gt_known_iou: float, pred_box: np.ndarray,
-            gt_known_box: np.ndarray, best_ious: np.ndarray, curve_ious: np.ndarray,
-            histograms: tuple[np.ndarray, np.ndarray] | None, named_ious: dict[str, float]) -> ImageRecord:
-    """The record, with the verdicts that follow from the IoUs and the ranked classes."""
-    threshold, classes = protocol.iou_threshold, list(image.top_classes)
-    verdict = hits(classes, image.gt_class, gt_known_iou, threshold)
+def make_record(gt_class: int, top_classes: Sequence[int], iou_threshold: float, top1: Overlap, gt_known_iou: float,
+                pred_box: np.ndarray, gt_known_box: np.ndarray, best_ious: np.ndarray, curve_ious: np.ndarray,
+                histograms: tuple[np.ndarray, np.ndarray] | None, named_ious: dict[str, float]) -> ImageRecord:
+    """A record from its measured values, with the verdicts that follow from the IoUs and the ranked
+    classes (``metrics.hits``, Algorithm 1); also how synthetic runs are made from made-up values."""
+    classes = [int(c) for c in top_classes]
+    verdict = hits(classes, gt_class, gt_known_iou, iou_threshold)
     return ImageRecord(
-        gt_class=image.gt_class, top_classes=classes, top1=top1, gt_known_iou=gt_known_iou, pred_box=pred_box,
-        gt_known_box=gt_known_box, hits=verdict, error=error_type(verdict.top1_cls, top1, threshold),
+        gt_class=gt_class, top_classes=classes, top1=top1, gt_known_iou=gt_known_iou, pred_box=pred_box,
+        gt_known_box=gt_known_box, hits=verdict, error=error_type(verdict.top1_cls, top1, iou_threshold),
         best_ious=best_ious, curve_ious=curve_ious, histograms=histograms, named_ious=named_ious,
-        named_hits={name: hits(classes, image.gt_class, iou, threshold) for name, iou in named_ious.items()})
+        named_hits={name: hits(classes, gt_class, iou, iou_threshold) for name, iou in named_ious.items()})
