@@ -73,7 +73,7 @@ def write_cub_folder(root: Path, num_images: int, num_classes: int, size: tuple[
 
 
 def evaluation_speed(model: TSCAM, label: str, batch: int, images: int, budget: Budget, workdir: Path,
-                     dataset_root: Path | None = None, seconds: float = 0.0) -> list[Row]:
+                     dataset_root: Path | None = None, seconds: float = 0.0, **settings: object) -> list[Row]:
     """The section-5 row: at least ``images`` images, and enough for ``seconds`` of forward-only work.
 
     A real evaluation runs over a test split; a run of a few batches is mostly filling and
@@ -92,7 +92,7 @@ def evaluation_speed(model: TSCAM, label: str, batch: int, images: int, budget: 
         dataset, origin = open_dataset(root, split="test"), f"generated {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} JPEGs"
     dataset = _first(dataset, images)
     count = len(dataset)
-    settings = EvalSettings(batch_size=batch)
+    chosen = EvalSettings(batch_size=batch, **settings)  # ``settings``: other than the defaults (graph_or_pool.py)
     batches = [random_images(min(batch, count - start), model.info.transform.input_size, budget.device, seed=start)
                for start in range(0, count, batch)]
 
@@ -112,7 +112,7 @@ def evaluation_speed(model: TSCAM, label: str, batch: int, images: int, budget: 
     cpu: dict[str, list[float]] = {"evaluation": [], "forward": [], "graph forward": []}
     timings = time_interleaved(
         {"evaluation": _cpu_timed(cpu["evaluation"], lambda: evaluate(  # a new folder each call, as for a user
-            model, dataset, tempfile.mkdtemp(prefix="results-", dir=workdir), settings, progress=False)),
+            model, dataset, tempfile.mkdtemp(prefix="results-", dir=workdir), chosen, progress=False)),
          "forward": _cpu_timed(cpu["forward"], forward_only),
          "graph forward": _cpu_timed(cpu["graph forward"], graph_forward_only)},
         budget.repeats, budget.warmup, budget.device,

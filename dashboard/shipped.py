@@ -50,7 +50,7 @@ def make(progress: Callable[[str], None] = print) -> Path:
 def is_current() -> bool:
     """Whether the shipped run exists, in this version's results format, and was made from the shipped
     checkpoint as it is now (a checkpoint replaced since, say by a new training run, makes it stale)."""
-    from tscam_core.evaluate import file_sha256
+    from tscam_core.files import file_sha256
     from tscam_core.results import FORMAT_VERSION
 
     try:

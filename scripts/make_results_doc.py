@@ -36,13 +36,14 @@ from tscam_core.checkpoint import ModelInfo
 from tscam_core.cnn_cam import CNNCAM
 from tscam_core.datasets import TorchWSOL, collate
 from tscam_core.errors import TSCAMError
-from tscam_core.evaluate import file_sha256
 from tscam_core.explanation import MapSpec
+from tscam_core.files import file_sha256
 from tscam_core.loading import load_model
 from tscam_core.metrics import BOX_CONVENTIONS, CAM_CURVE_INTERVAL, DEFAULT_BOX_CONVENTION
 from tscam_core.model import TSCAM
 from tscam_core.recipes import TrainConfig
 from tscam_core.results import Results, load_results
+from tscam_core.summary import FAILURE_TYPES, METRICS, Metric
 from tscam_core.training import training_splits, validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +70,6 @@ SIGNED = MapSpec("tscam", signed=True)
 VARIANT_ROWS = ((MapSpec("trans_attention"), "TransAttention", "TransAttention"),
                 (MapSpec("trans_cam"), "TransCAM", "TransCAM"), (MapSpec("tscam"), "TS-CAM", "TS-CAM"),
                 (SIGNED, "TS-CAM, S_c signed (Eq. 7 as published)", "TS-CAM"))
-ERRORS = ("cls", "m_ins", "part", "more", "ot")
 #: How the CAM row is produced when it was not: the training recipe, then this script with the checkpoint.
 CNN_TRAIN_COMMAND = "python train/run.py --preset fashion-cnn --name fashion-cnn"
 CNN_CHECKPOINT = "runs/fashion-cnn/best.safetensors"
@@ -102,6 +102,13 @@ def recipe_differences(cnn: ModelInfo, tscam: ModelInfo) -> list[str]:
 
 def pct(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{100 * value:.{digits}f}"
+
+
+def choe_row(metric: Metric, value: float | None, thresholds: dict[str, float]) -> str:
+    """A row of the stricter metrics' table: the value, and the best CAM threshold where the metric has one."""
+    best = thresholds.get(metric.path.rpartition(".")[2])
+    shown = pct(value) if value is not None or metric.path != "pxap" else "no masks"
+    return row(metric.label, shown, "" if best is None else f"{best:g}")
 
 
 def paper(value: float | None) -> str:
@@ -292,7 +299,7 @@ def render(results: Results, command: list[str], script_command: str, figure: Pa
     """The document; ``cnn`` fills Table 5's CAM row, ``tscam`` (this run's checkpoint) sizes and recipes it,
     ``variant_runs`` (map variant -> its run at its own validated threshold) give Table 5's other rows."""
     s = results.summary
-    m = s["metrics"]
+    m, measured = s["metrics"], results.parsed.metrics
     ckpt, data = s["checkpoint"], s["dataset"]
     lines = [
         "# Results on the embedded benchmark",
@@ -325,9 +332,9 @@ def render(results: Results, command: list[str], script_command: str, figure: Pa
         row("metric", "measured", "paper (CUB, TS-CAM)"),
         row("---", "---:", "---:"),
     ]
-    for key, label in (("top1_cls", "Top-1 Cls"), ("top5_cls", "Top-5 Cls"), ("top1_loc", "Top-1 Loc"),
-                       ("top5_loc", "Top-5 Loc"), ("gt_known_loc", "GT-known Loc")):
-        lines.append(row(label, pct(m[key]), paper(PAPER_MAIN[key])))
+    for metric in METRICS:
+        if metric.path in PAPER_MAIN:
+            lines.append(row(metric.label, pct(measured.value(metric)), paper(PAPER_MAIN[metric.path])))
     lines += ["", "## Map variants (paper Table 5)", "",
               row("method", "Top-1 Loc", "Top-5 Loc", "GT-known Loc", "paper Top-1", "paper Top-5", "paper GT-known",
                   "CAM threshold"),
@@ -363,26 +370,22 @@ def render(results: Results, command: list[str], script_command: str, figure: Pa
               row("method", "Cls", "M-Ins", "Part", "More", "OT", "correct (Top-1 Loc)"),
               row("---", "---:", "---:", "---:", "---:", "---:", "---:")]
     errors = m["error_analysis"]
-    lines.append(row("measured (TS-CAM)", *(pct(errors[e], 2) for e in ERRORS), pct(m["top1_loc"], 2)))
+    lines.append(row("measured (TS-CAM)", *(pct(errors[e], 2) for e in FAILURE_TYPES), pct(m["top1_loc"], 2)))
     if cnn is not None:
         cnn_metrics = cnn.results.metrics
         lines.append(row(f"measured (CAM, {cnn.results.summary['checkpoint']['arch']})",
-                         *(pct(cnn_metrics["error_analysis"][e], 2) for e in ERRORS), pct(cnn_metrics["top1_loc"], 2)))
+                         *(pct(cnn_metrics["error_analysis"][e], 2) for e in FAILURE_TYPES), pct(cnn_metrics["top1_loc"], 2)))
     for label, ref in PAPER_TABLE7.items():
         lines.append(row(f"paper: {label}", *map(paper, ref), ""))
-    box = m["maxboxacc_v2"]
-    thresholds = box["best_cam_threshold"]
+    thresholds = m["maxboxacc_v2"]["best_cam_threshold"]
     lines += ["", "M-Ins: the box touches two or more GT boxes with IoG > 0.3; the paper has no M-Ins on CUB "
               "(one bird per image). Part: IoP > 0.5. More: IoG >= 0.7. Part and More are judged on the GT box of "
               "highest IoU, as the official code's get_badcase_detail (lib/cams_deit.py). The types are exclusive, "
               "tested in this order.",
               "", "## The stricter metrics of Choe et al. (CVPR 2020)", "",
               row("metric", "measured", "best CAM threshold"), row("---", "---:", "---:"),
-              row("MaxBoxAccV2 IoU 0.3", pct(box["iou_30"]), f"{thresholds['iou_30']:g}"),
-              row("MaxBoxAccV2 IoU 0.5", pct(box["iou_50"]), f"{thresholds['iou_50']:g}"),
-              row("MaxBoxAccV2 IoU 0.7", pct(box["iou_70"]), f"{thresholds['iou_70']:g}"),
-              row("MaxBoxAccV2 (mean)", pct(box["mean"]), ""),
-              row("PxAP", pct(m["pxap"]) if m["pxap"] is not None else "no masks", ""), "",
+              *(choe_row(metric, measured.value(metric), thresholds) for metric in METRICS
+                if metric.path not in PAPER_MAIN), "",
               "The TS-CAM paper reports neither metric. MaxBoxAccV2 sweeps the CAM threshold "
               f"(np.arange(0, 1, {s['settings'].get('cam_curve_interval')})), takes the box of every contour (holes' "
               "borders included, x1 and y1 clipped to the last column and row, [0, 0, 0, 0] where no pixel "

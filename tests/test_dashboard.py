@@ -461,7 +461,7 @@ def test_first_start_makes_the_shipped_results(monkeypatch, folders, tmp_path):
 
 def test_the_shipped_run_is_stale_once_the_checkpoint_changes(monkeypatch, folders, tmp_path):
     from dashboard import runs, shipped
-    from tscam_core.evaluate import file_sha256
+    from tscam_core.files import file_sha256
 
     made = tmp_path / "shipped-fashion"
     shutil.copytree(folders["a"], made)

@@ -25,21 +25,14 @@ from tscam_core import (
     localize,
     save_checkpoint,
 )
-from tscam_core import evaluate as evaluate_module
 from tscam_core.boxes import upsample_map
 from tscam_core.datasets import TorchWSOL, collate, open_dataset
-from tscam_core.evaluate import EvalSettings, ScoringPool, evaluate, main, parse_layers
-from tscam_core.images import load_image
+from tscam_core.evaluate import EvalSettings, ScoringPool, evaluate, main, parse_layers, runner, scoring
+from tscam_core.evaluate import settings as settings_module
 from tscam_core.metrics import (
-    MaxBoxAccV2,
-    Overlap,
-    PxAP,
-    ThresholdCurve,
     box_iou,
     cam_thresholds,
-    error_type,
     maxboxacc_boxes,
-    score_histograms,
 )
 from tscam_core.overlay import GT_COLOR, PRED_COLOR, DrawnBox, overlay
 from tscam_core.results import PARTIAL_THUMBNAIL_DIR, load_results
@@ -231,7 +224,7 @@ def test_an_out_folder_with_results_is_kept(tmp_path, dataset_root, checkpoint, 
 
     model = load_model(checkpoint)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(evaluate_module.Accumulators, "metrics", fail)  # every image scored, then a failure
+        patch.setattr(runner.Accumulators, "metrics", fail)  # every image scored, then a failure
         with pytest.raises(OSError, match="disk full"):
             evaluate(model, open_dataset(dataset_root, "test"), out, EvalSettings(threads=1, cam_threshold=0.6,
                      cam_curve_interval=0.1, thumbnails=6), progress=False, overwrite=True)
@@ -430,61 +423,27 @@ def test_curve_off_the_maxboxacc_grid_equals_the_box_by_box_protocol(tmp_path, d
         assert metrics["maxboxacc_v2"][key] == pytest.approx((best >= delta).mean(axis=0).max())
 
 
-def plain_evaluation(model, dataset, settings: EvalSettings) -> tuple[list[dict], dict, dict]:
-    """The evaluation written out the straightforward way: per image, per map and per threshold, with
-    ``upsample_map``, ``box_from_map`` / ``boxes_from_map`` and the metrics' one-image functions.
-    The model runs on the same batches, so the maps are the same tensors. Returns per-image values,
-    the summary metrics that the table cannot check (MaxBoxAccV2, PxAP, CAM-threshold curve) and the
-    expected thumbnail pixels."""
+def expected_thumbnails(model, dataset, settings: EvalSettings) -> dict[str, np.ndarray]:
+    """Each image's thumbnail drawn the plain way: the top-1 class's map (``upsample_map``) over the
+    input image (``overlay``), GT boxes green and that map's ``box_from_map`` red, shrunk to the
+    thumbnail size. The model runs on the evaluation's batches, so the maps are the same tensors."""
     preprocess, size = model.info.transform, model.info.transform.input_size
-    sweep, curve = cam_thresholds(settings.cam_curve_interval), cam_thresholds(settings.threshold_curve_interval)
-    maxbox, pxap, threshold_curve = MaxBoxAccV2(sweep), PxAP(len(sweep)), ThresholdCurve(curve)
     items = TorchWSOL(dataset, preprocess)
-    rows, pictures = [], {}
+    pictures = {}
     for start in range(0, len(dataset), settings.batch_size):
         batch = collate([items[i] for i in range(start, min(start + settings.batch_size, len(dataset)))])
         explanation = model.explain(batch["image"])
-        classes = explanation.top_classes(5)[1]
-
-        def map01(spec, chosen, i, explanation=explanation):
-            return upsample_map(explanation.maps(spec, chosen[:, None])[i, 0], size)
-
+        top = explanation.maps(settings.map, explanation.top_classes(1)[1])
         for i, index in enumerate(batch["index"].tolist()):
-            label, gts = int(batch["label"][i]), batch["boxes"][i].numpy()
-            gt01 = map01(settings.map, batch["label"], i)
-            top01 = map01(settings.map, classes[:, 0], i)
-            gt_box, pred_box = box_from_map(gt01, settings.cam_threshold), box_from_map(top01, settings.cam_threshold)
-            convention = settings.box_convention
-            top1 = Overlap.of(pred_box, gts, convention)
-            iou = float(box_iou(gt_box, gts, convention).max())
-            correct_cls = int(classes[i, 0]) == label
-            maxbox.add(np.array([max(box_iou(b, gts, convention).max()
-                                     for b in maxboxacc_boxes(boxes_from_map(gt01, float(t)), gt01.shape, convention))
-                                 for t in sweep]))
-            threshold_curve.add(np.array([box_iou(box_from_map(gt01, float(t)), gts, convention).max() for t in curve]),
-                                correct_cls)
             image, sample = dataset.load(index)
-            mask = preprocess.geometry(load_image(sample.mask_path).convert("L"))[0]
-            pxap.add(*score_histograms(gt01, np.asarray(mask) > 127, sweep))
-            row = {"iou": top1.iou, "iog": top1.iog, "iop": top1.iop, "gt_known_iou": iou,
-                   "error_type": error_type(correct_cls, top1),
-                   "pred_box": preprocess.boxes_to_original(pred_box, image.size)[0].tolist(),
-                   "gt_known_box": preprocess.boxes_to_original(gt_box, image.size)[0].tolist()}
-            for name in explanation.variants:
-                box = box_from_map(map01(dataclasses.replace(settings.map, variant=name), batch["label"], i),
-                                   settings.cam_threshold)
-                row[f"gt_known_{name}"] = bool(box_iou(box, gts, convention).max() >= 0.5)
-            for k in range(1, model.depth + 1):
-                box = box_from_map(map01(MapSpec("tscam", f"first:{k}", settings.map.signed), batch["label"], i),
-                                   settings.cam_threshold)
-                row[f"gt_known_layers_{k}"] = bool(box_iou(box, gts, convention).max() >= 0.5)
-            rows.append(row)
+            top01 = upsample_map(top[i, 0], size)
+            input_image, gts = preprocess.geometry(image, sample.boxes)
+            pred_box = box_from_map(top01, settings.cam_threshold)
             side = min(settings.thumbnail_size, max(size))  # shrunk to the thumbnail size, never enlarged
-            small, drawn = resize(preprocess.geometry(image)[0], np.concatenate([gts, pred_box[None]]), (side, side))
+            small, drawn = resize(input_image, np.concatenate([gts, pred_box[None]]), (side, side))
             pictures[sample.image_id] = np.asarray(overlay(
                 small, top01, [DrawnBox(b, GT_COLOR) for b in drawn[:-1]] + [DrawnBox(drawn[-1], PRED_COLOR)]))
-    metrics = {"maxboxacc_v2": maxbox.result(), "pxap": pxap.result(), "loc_vs_cam_threshold": threshold_curve.result()}
-    return rows, metrics, pictures
+    return pictures
 
 
 @pytest.mark.parametrize("settings", [
@@ -496,25 +455,58 @@ def plain_evaluation(model, dataset, settings: EvalSettings) -> tuple[list[dict]
     EvalSettings(batch_size=4, threads=2, pool="process", thumbnails=3, cam_curve_interval=0.05),
     EvalSettings(batch_size=4, threads=2, thumbnails=2, cam_curve_interval=0.05, box_convention="half_open"),
 ], ids=["default", "layers-1-processes", "trans-cam-eager", "process-pool", "half-open"])
-def test_batched_scoring_equals_the_plain_per_image_computation(tmp_path, dataset_root, checkpoint, settings):
-    """Every per-image value, the summary's sweep metrics and the thumbnails' pixels are exactly those
-    of the one-map-at-a-time protocol, whatever the batch slicing, thread count, pool kind (a process
-    pool decodes the thumbnails' pictures again) or loader, with the model run as a traced graph (the
-    default) or eagerly."""
+def test_batched_scoring_equals_the_reference_scorer(tmp_path, dataset_root, checkpoint, settings, monkeypatch):
+    """The whole evaluation with the batched backend (the default) gives the table, summary and
+    thumbnails of the same run through the library's reference scorer (one map and one threshold
+    at a time), whatever the batch slicing, thread count, pool kind (a process pool decodes the
+    thumbnails' pictures again) or loader, with the model run as a traced graph or eagerly."""
     model, dataset = load_model(checkpoint), open_dataset(dataset_root, "test")
-    results = evaluate(model, dataset, tmp_path / "run", settings, progress=False)
-    rows, metrics, pictures = plain_evaluation(model, dataset, settings)
-    table = results.per_image
-    assert len(table) == len(rows)
-    for (_, got), expected in zip(table.iterrows(), rows, strict=True):
-        for key, value in expected.items():
-            assert (list(got[key]) if isinstance(value, list) else got[key]) == value, key
-    for key, value in metrics.items():
-        assert results.metrics[key] == value, key
+    batched = evaluate(model, dataset, tmp_path / "batched", settings, progress=False)
+    monkeypatch.setattr(scoring, "BACKEND", "reference")
+    reference = evaluate(model, dataset, tmp_path / "reference", settings, progress=False)
+    pd.testing.assert_frame_equal(batched.per_image, reference.per_image, check_exact=True)
+    assert batched.metrics == reference.metrics
+    assert batched.thumbnails().keys() == reference.thumbnails().keys()
+    table = batched.per_image
     assert table["thumbnail"].notna().sum() >= (table["error_type"] != "correct").sum()
-    for image_id, path in results.thumbnails().items():
-        with Image.open(path) as thumbnail:
+    pictures = expected_thumbnails(model, dataset, settings)
+    for image_id, path in batched.thumbnails().items():
+        with Image.open(path) as thumbnail, Image.open(reference.thumbnails()[image_id]) as again:
             np.testing.assert_array_equal(np.asarray(thumbnail.convert("RGB")), pictures[image_id])
+            np.testing.assert_array_equal(np.asarray(again.convert("RGB")), pictures[image_id])
+
+
+def test_the_backends_give_equal_records_on_hard_maps():
+    """Map by map: constant, hollow and many-region maps, no GT box, two GT boxes, a mask or none,
+    the top-1 class the GT class or not, named maps of their own and the main map's alias."""
+    rng = np.random.default_rng(5)
+    hollow = np.ones((8, 8), np.float32)
+    hollow[2:6, 2:6] = 0
+    maps = [rng.random((4, 8, 8), dtype=np.float32) for _ in range(5)]
+    maps[1][0] = 0.5  # constant
+    maps[2][0] = hollow
+    maps[3][0] = np.kron(rng.random((4, 4)) > 0.5, np.ones((2, 2))).astype(np.float32)
+    for i in (1, 3):  # the top-1 class is the GT class: its map is the GT class's
+        maps[i][1] = maps[i][0]
+    boxes = [np.array([[2, 2, 20, 20]]), np.zeros((0, 4)), np.array([[0, 0, 31, 31], [10, 4, 12, 30]]),
+             np.array([[5, 5, 9, 9]]), np.array([[8, 0, 31, 16]])]
+    images = [scoring.ImageMaps(cams, label, [label if i % 2 else (label + 1) % 4, 2], gts,
+                                rng.random((32, 32)) > 0.5 if i != 3 else None)
+              for i, (cams, gts, label) in enumerate(zip(maps, boxes, (0, 1, 2, 3, 1), strict=True))]
+    for convention in ("inclusive", "half_open"):
+        protocol = scoring.Protocol((32, 32), 0.3, 0.5, convention, cam_thresholds(0.05), cam_thresholds(0.15),
+                                    ("tscam", "trans_cam", "layers_1", "layers_2"), ("tscam", "layers_2"))
+        batched = scoring.score_images(images, protocol)
+        reference = scoring.score_images(images, protocol, backend="reference")
+        for got, expected in zip(batched, reference, strict=True):
+            for name, value in vars(expected).items():
+                other = getattr(got, name)
+                if isinstance(value, np.ndarray) or (isinstance(value, tuple) and value and isinstance(value[0], np.ndarray)):
+                    np.testing.assert_array_equal(np.asarray(other), np.asarray(value), err_msg=name)
+                else:
+                    assert other == value, name
+    with pytest.raises(ValueError, match="backend must be 'batched' or 'reference', got 'fast'"):
+        scoring.score_images(images, protocol, backend="fast")
 
 
 @pytest.mark.parametrize(("cores", "platform", "expected"), [
@@ -524,8 +516,8 @@ def test_batched_scoring_equals_the_plain_per_image_computation(tmp_path, datase
     (16, "darwin", ScoringPool("thread", 4)),  # no fork there: spawned workers would each import torch
 ])
 def test_auto_pool_is_a_few_threads_or_forked_processes_from_8_cores(monkeypatch, cores, platform, expected):
-    monkeypatch.setattr(evaluate_module, "usable_cores", lambda: cores)
-    monkeypatch.setattr(evaluate_module.sys, "platform", platform)
+    monkeypatch.setattr(settings_module, "usable_cores", lambda: cores)
+    monkeypatch.setattr(settings_module.sys, "platform", platform)
     settings = EvalSettings()
     assert settings.scoring == expected
     assert (settings.record()["pool"], settings.record()["threads"]) == (expected.kind, expected.workers)

@@ -91,6 +91,9 @@ def test_preprocess_boxes_to_original_inverts_the_geometry(input_size, resize_to
     np.testing.assert_allclose(white_box(inside), boxes[0], atol=1)
     back = preprocess.boxes_to_original(boxes, original.size)  # original size as PIL's (width, height)
     np.testing.assert_allclose(back[0], [90, 60, 210, 150], atol=1e-3)
+    # Without the image, boxes move as geometry moves them, bit for bit (cropped ones clipped too).
+    many = np.array([(90, 60, 210, 150), (0, 0, 300, 200), (1.5, 2.25, 7.75, 199.5), (280, 10, 300, 20)])
+    np.testing.assert_array_equal(preprocess.boxes_to_input(many, original.size), preprocess.geometry(original, many)[1])
     assert preprocess(original).shape == (3, *input_size)
 
 

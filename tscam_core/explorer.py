@@ -24,14 +24,14 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .boxes import predict_box, upsample_map
+from .boxes import as_numpy, upsample_map
 from .checkpoint import ModelInfo
 from .errors import DatasetError, ImageError
+from .evaluate.scoring import ImageMaps, Protocol, score_images
 from .explanation import DEFAULT_MAP, VARIANTS, Explanation, MapSpec, Variant
 from .images import DECODE_ERRORS, MAX_FILE_BYTES, conversion_note, load_image, orientation, read_file
 from .localize import explain_images
 from .memory import RELEASE_PIXELS, release_freed_memory
-from .metrics import box_iou
 from .model import TSCAM
 from .overlay import COLORMAPS, GT_COLOR, PRED_COLOR, DrawnBox, overlay
 
@@ -98,7 +98,7 @@ class Result:
     class_name: str
     score: float
     box: np.ndarray
-    iou: float | None  # against the best-matching GT box, where GT is known
+    iou: float | None  # against the best-matching GT box, where GT is known (model-input frame, as evaluated)
 
 
 def default_threshold(info: ModelInfo) -> float:
@@ -195,16 +195,17 @@ class ExplainedImage:
         return cams[spec]
 
     def result(self, settings: Settings) -> Result:
-        """The box of the selected variant's map by the official protocol, in original pixels."""
+        """The box of the selected class's map by the evaluation's scorer, in original pixels, and its
+        IoU with the GT boxes where known, scored as the evaluation scores it (in the model-input frame)."""
         transform = self.info.transform
         index = self.class_index(settings)
-        found = predict_box(self.cam(settings.map, settings), transform.input_size, settings.threshold)
-        box = transform.boxes_to_original(found, self.size)[0]
-        iou = None
-        if self.truth is not None and len(self.truth.boxes):
-            iou = float(box_iou(box, self.truth.boxes).max())
+        cam = as_numpy(self.cam(settings.map, settings))
+        truth = np.zeros((0, 4), np.float32) if self.truth is None else self.truth.boxes
+        record = score_images([ImageMaps(np.stack([cam, cam]), index, [index], transform.boxes_to_input(truth, self.size))],
+                              Protocol(tuple(transform.input_size), settings.threshold))[0]
+        box = transform.boxes_to_original(record.gt_known_box, self.size)[0]
         score = float(self.explanation.probabilities()[0, index])
-        return Result(index, self.class_names[index], score, box, iou)
+        return Result(index, self.class_names[index], score, box, record.gt_known_iou if len(truth) else None)
 
     def _map_region(self, size: tuple[int, int]) -> tuple[int, int, int, int]:
         """Where the model's input frame lies in a picture of ``size`` = (width, height)."""

@@ -1,7 +1,9 @@
-"""Files written whole or not at all: what a crash or a kill may never leave half-written."""
+"""Files written whole or not at all (what a crash or a kill may never leave half-written), and read
+whole for their identity."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -28,3 +30,12 @@ def atomic_write(target: str | Path, write: Callable[[str], object]) -> Path:
         if os.path.exists(temporary):
             os.unlink(temporary)
     return target
+
+
+def file_sha256(path: str | Path) -> str:
+    """The file's SHA-256, read in 1 MiB chunks: a checkpoint's identity in summary.json."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

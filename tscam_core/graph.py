@@ -6,6 +6,16 @@ go of it; on a small model with few cores those waits cost more than the arithme
 graph runs the whole pass in C++ with the GIL released. It is run without TorchScript's
 optimising passes (no fusion), so its outputs are the eager pass's, bit for bit.
 
+Kept, measured against the alternative of a process pool (``python benchmarks/graph_or_pool.py``:
+section 5's ratio, full evaluation / forward-only images/s, shipped model, batch 16, 2 cores under
+a load average of about 7): thread pool with the trace 0.464x, eager 0.496x; process pool with the
+trace 0.447x, eager 0.431x. A process pool frees the model's thread of the GIL, but on a few cores
+it loses more to pickling and forking than the trace costs, and ``pool="auto"`` picks threads
+below ``PROCESS_POOL_CORES``; with processes the eager model was the slowest of the four in this
+run and in a second one. Threads with and without the trace differ by less than the load's noise
+here (an earlier run: 0.550x with the trace, 0.528x eager), so the trace is kept for the quiet
+machine on which section 5 was set (docs/performance.md) until a quiet run says otherwise.
+
 A trace holds for one input shape, device and dtype, and for the model's parameters as they
 are (in-place updates are seen; moved or replaced parameters are not): anything else runs
 eagerly, and so does a model that cannot be traced (or a torch without ``torch.jit.trace``).

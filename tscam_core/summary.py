@@ -21,7 +21,8 @@ from .metrics import ERROR_TYPES as FAILURE_TYPES
 
 SUMMARY_FILE = "summary.json"
 
-#: Algorithm 1's verdicts in the order of the paper's Table 7: Top-1 localized, then each failure.
+#: Algorithm 1's verdicts in the order of the paper's Table 7: Top-1 localized, then each failure
+#: (``FAILURE_TYPES``, the keys of ``metrics.error_analysis``).
 ERROR_TYPES: tuple[str, ...] = (CORRECT, *FAILURE_TYPES)
 ERROR_LABELS: dict[str, str] = {
     "correct": "Correct", "cls": "Classification", "m_ins": "Multi-instance",

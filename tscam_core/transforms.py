@@ -36,8 +36,13 @@ def as_size(size: int | Sequence[int]) -> tuple[int, int]:
 
 def _on(image: Image.Image, boxes: np.ndarray) -> tv_tensors.BoundingBoxes:
     """``boxes`` on ``image``'s canvas, copied to float32 (integer boxes would be truncated when scaled)."""
+    return _on_canvas((image.height, image.width), boxes)
+
+
+def _on_canvas(canvas: tuple[int, int], boxes: np.ndarray) -> tv_tensors.BoundingBoxes:
+    """``boxes`` on a (height, width) canvas, copied to float32."""
     tensor = torch.from_numpy(np.array(boxes, np.float32).reshape(-1, 4))
-    return tv_tensors.BoundingBoxes(tensor, format="XYXY", canvas_size=(image.height, image.width))
+    return tv_tensors.BoundingBoxes(tensor, format="XYXY", canvas_size=canvas)
 
 
 def resize(image: Image.Image, boxes: np.ndarray, size: int | Sequence[int]) -> tuple[Image.Image, np.ndarray]:
@@ -113,6 +118,15 @@ class Preprocess:
         if self.resize != self.input_size:
             image, boxes = center_crop(image, boxes, self.input_size)
         return image, boxes
+
+    def boxes_to_input(self, boxes: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """Boxes of an original (width, height) image moved into the model-input frame, by the box
+        arithmetic of ``geometry`` (torchvision's resize, then its crop), without the image."""
+        moved = F.resize(_on_canvas((original_size[1], original_size[0]), boxes), list(self.resize))
+        if self.resize != self.input_size:
+            top, left = (self.resize[0] - self.input_size[0]) // 2, (self.resize[1] - self.input_size[1]) // 2
+            moved = F.crop(moved, top, left, *self.input_size)
+        return moved.numpy()
 
     def __call__(self, image: Image.Image) -> Tensor:
         return to_tensor(self.geometry(image)[0], self.mean, self.std)

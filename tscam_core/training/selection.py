@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..boxes import box_from_map, upsample_map
 from ..checkpoint import ModelInfo, load_state, read_checkpoint, save_checkpoint
 from ..cnn_cam import CNNCAM
 from ..datasets import open_dataset
 from ..explanation import MapSpec
-from ..metrics import LocalizationAccumulator, Overlap, ThresholdCurve, largest_box_ious
+from ..metrics import LocalizationAccumulator, ThresholdCurve
 from ..model import TSCAM
 from ..recipes import TrainConfig
 from .models import build_training_model
@@ -36,28 +35,17 @@ def validate(model: TSCAM | CNNCAM, loader: DataLoader, thresholds: list[float],
 
     Boxes are compared in the model-input frame, where the loader's boxes already are.
     """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
+    from ..evaluate.maps import score_loader
+    from ..evaluate.scoring import Protocol
+
     curve = ThresholdCurve(thresholds)
     correct = count = 0
-    for batch in loader:
-        images = batch["image"].to(device)
-        labels = batch["label"]
-        autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
-        with autocast:
-            explanation = model.explain(images)
-        explanation = explanation.to("cpu")
-        predicted = explanation.logits.argmax(dim=1)
-        maps = explanation.maps(spec or MapSpec(explanation.variants[0]), labels[:, None])[:, 0].float()
-        size = tuple(images.shape[-2:])
-        for k in range(len(labels)):
-            cam01 = upsample_map(maps[k], size)
-            hit = bool(predicted[k] == labels[k])
-            curve.add(largest_box_ious(cam01, batch["boxes"][k].numpy(), thresholds), hit)
-            correct += hit
-            count += 1
-    model.train(was_training)
+    protocol = Protocol(cam_threshold=threshold, curve=np.asarray(thresholds, np.float64))
+    for record in score_loader(model, loader, protocol, spec, autocast_dtype):
+        hit = record.hits.top1_cls
+        curve.add(record.curve_ious, hit)
+        correct += hit
+        count += 1
     result = curve.result()
     gt_known = dict(zip(result["cam_thresholds"], result["gt_known"], strict=True))
     top1_loc = dict(zip(result["cam_thresholds"], result["top1"], strict=True))
@@ -78,22 +66,12 @@ def validate(model: TSCAM | CNNCAM, loader: DataLoader, thresholds: list[float],
 @torch.no_grad()
 def evaluate_split(model: TSCAM | CNNCAM, loader: DataLoader, num_classes: int, threshold: float) -> dict[str, Any]:
     """The paper's five accuracies and error analysis at one CAM threshold (the model's own maps, all blocks)."""
-    model.eval()
-    device = next(model.parameters()).device
+    from ..evaluate.maps import score_loader
+    from ..evaluate.scoring import Protocol
+
     accumulator = LocalizationAccumulator(num_classes)
-    for batch in loader:
-        images = batch["image"].to(device)
-        labels = batch["label"]
-        explanation = model.explain(images).to("cpu")
-        ranked = explanation.logits.float().topk(min(5, num_classes), dim=1).indices
-        classes = torch.stack([labels, ranked[:, 0]], dim=1)
-        maps = explanation.maps(MapSpec(explanation.variants[0]), classes).float()
-        size = tuple(images.shape[-2:])
-        for k in range(len(labels)):
-            gts = batch["boxes"][k].numpy()
-            gt_iou = float(largest_box_ious(upsample_map(maps[k, 0], size), gts, [threshold])[0])
-            top1_box = box_from_map(upsample_map(maps[k, 1], size), threshold)
-            accumulator.add(int(labels[k]), ranked[k].tolist(), Overlap.of(top1_box, gts), gt_iou)
+    for record in score_loader(model, loader, Protocol(cam_threshold=threshold)):
+        accumulator.add(record.gt_class, record.top_classes, record.top1, record.gt_known_iou)
     result = accumulator.result()
     result.update(images=accumulator.count, threshold=threshold)
     return result
