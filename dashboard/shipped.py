@@ -41,7 +41,7 @@ def make(progress: Callable[[str], None] = print) -> Path:
     progress(f"Evaluating {checkpoint.name} on them (a few minutes on a CPU)…")
     # no loader processes: this may run inside the Streamlit server, whose threads fork badly
     evaluate(model, open_dataset(benchmark, "test", "cub"), out,
-             EvalSettings(loader_workers=0, cam_threshold=model.info.validated_threshold()), name=out.name,
+             EvalSettings(loader_workers=0, cam_threshold=model.info.default_threshold()[0]), name=out.name,
              progress=False, dataset_kind="cub", overwrite=True)  # this folder is the app's own
     progress(f"Wrote {out}.")
     return out

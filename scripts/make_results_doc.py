@@ -123,7 +123,7 @@ def cam_threshold(args: argparse.Namespace, info: ModelInfo) -> float:
     """--threshold, else the one the checkpoint's training chose on its validation split (never on test), else 0.1."""
     if args.threshold is not None:
         return args.threshold
-    return info.validated_threshold()
+    return info.default_threshold()[0]
 
 
 def map_flags(spec: MapSpec) -> list[str]:

@@ -355,6 +355,28 @@ def test_command_line_end_to_end(tmp_path, dataset_root, checkpoint):
     results = load_results(out)
     assert len(results.per_image) == 4 and results.summary["settings"]["layers"] == "first:1"
     assert results.metrics["layer_count"]["gt_known"][0] == pytest.approx(results.metrics["gt_known_loc"])
+    # No --threshold and a checkpoint that records none: the paper's, and the run says so.
+    assert "CAM threshold 0.1: the paper's (the checkpoint records none of its own)" in completed.stderr
+    assert results.summary["settings"]["cam_threshold"] == 0.1
+
+
+def test_without_a_threshold_the_checkpoints_validated_one_is_used(tmp_path, dataset_root):
+    """The README's command scores what the demo and the dashboard show: the threshold training chose
+    on its validation images, not the paper's 0.1; --threshold still wins."""
+    info = dataclasses.replace(tiny_info(), evaluation={"validation": {"best_threshold": 0.35}},
+                               recipe={"threshold": 0.2})
+    checkpoint = save_checkpoint(make_tiny_model(seed=3), info, tmp_path / "validated.safetensors")
+    common = ["--checkpoint", str(checkpoint), "--dataset", str(dataset_root), "--split", "test", "--workers", "0",
+              "--threads", "1", "--limit", "2", "--cam-curve-interval", "0.1", "--thumbnails", "0"]
+    for extra, expected, why in (([], 0.35, "the checkpoint's, chosen on its validation images"),
+                                 (["--threshold", "0.25"], 0.25, "given with --threshold")):
+        out = tmp_path / f"out{expected}"
+        completed = subprocess.run([sys.executable, "-m", "tscam_core.evaluate", *common, "--out", str(out), *extra],
+                                   cwd=REPO, capture_output=True, text=True, timeout=120,
+                                   env={"OMP_NUM_THREADS": "1", "PATH": ""})
+        assert completed.returncode == 0, completed.stderr
+        assert f"CAM threshold {expected:g}: {why}" in completed.stderr
+        assert load_results(out).summary["settings"]["cam_threshold"] == expected
 
 
 def test_signed_class_maps_score_the_official_maps(run, tmp_path):

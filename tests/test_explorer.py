@@ -15,9 +15,9 @@ from PIL import Image
 from tscam_core import DatasetError, Explanation, ImageError, MapSpec, Preprocess, predict_box
 from tscam_core.explanation import blocks_of
 from tscam_core.explorer import (
-    DEFAULT_THRESHOLD,
     DISPLAY_SIDE,
     MAX_COUNTED_FRAMES,
+    PAPER_THRESHOLD,
     ExplainedImage,
     Explorer,
     GroundTruth,
@@ -112,12 +112,12 @@ def test_settings_reject_bad_values():
 
 
 def test_default_threshold_is_the_checkpoints_validated_best():
-    assert default_threshold(named_info()) == DEFAULT_THRESHOLD
+    assert default_threshold(named_info()) == PAPER_THRESHOLD
     assert default_threshold(named_info(recipe={"threshold": 0.2})) == 0.2
     assert (
         default_threshold(named_info(recipe={"threshold": 0.2}, evaluation={"best_threshold": 0.45})) == 0.45
     )
-    assert default_threshold(named_info(evaluation={"best_threshold": "high"})) == DEFAULT_THRESHOLD
+    assert default_threshold(named_info(evaluation={"best_threshold": "high"})) == PAPER_THRESHOLD
     shipped = {"validation": {"threshold": 0.1, "best_threshold": 0.3}, "test": {"threshold": 0.3}}
     assert default_threshold(named_info(recipe={"threshold": 0.1}, evaluation=shipped)) == 0.3
 

@@ -36,6 +36,10 @@ METADATA_KEY = "tscam"
 MAX_GRID_RATIO = 2
 
 
+#: The paper's CAM threshold (Sec. 4.1), for a checkpoint that records none of its own.
+PAPER_THRESHOLD = 0.1
+
+
 @dataclass
 class ModelInfo:
     """Everything besides the weights that a checkpoint must carry to be used on its own."""
@@ -65,9 +69,20 @@ class ModelInfo:
     def transform(self) -> Preprocess:
         return Preprocess.from_config(self.preprocess)
 
-    def validated_threshold(self, default: float = 0.1) -> float:
-        """The CAM threshold training chose on its validation split (never on test), else ``default``."""
-        return float(self.evaluation.get("validation", {}).get("best_threshold", default))
+    def default_threshold(self) -> tuple[float, str]:
+        """The CAM threshold to draw boxes at when none is given, and why that one: the one training
+        chose on its validation images (never on the test split), else the one it scored its test split
+        at, else the one it was trained with, else the paper's (0.1, Sec. 4.1)."""
+        validation = self.evaluation.get("validation")
+        for value, why in (
+            (validation.get("best_threshold") if isinstance(validation, dict) else None,
+             "the checkpoint's, chosen on its validation images"),
+            (self.evaluation.get("best_threshold"), "the checkpoint's, chosen in its training"),
+            (self.recipe.get("threshold"), "the one the checkpoint was trained with"),
+        ):
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
+                return float(value), why
+        return PAPER_THRESHOLD, "the paper's (the checkpoint records none of its own)"
 
     def to_json(self) -> str:
         data = asdict(self)

@@ -25,7 +25,7 @@ from PIL import Image
 from torch import Tensor
 
 from .boxes import as_numpy, upsample_map
-from .checkpoint import ModelInfo
+from .checkpoint import PAPER_THRESHOLD, ModelInfo
 from .errors import DatasetError, ImageError
 from .evaluate.scoring import ImageMaps, Protocol, score_images
 from .explanation import DEFAULT_MAP, VARIANTS, Explanation, MapSpec, Variant
@@ -39,7 +39,6 @@ from .overlay import COLORMAPS, GT_COLOR, PRED_COLOR, DrawnBox, overlay
 DISPLAY_SIDE = 448
 #: Long side of each per-layer thumbnail.
 THUMB_SIDE = 112
-DEFAULT_THRESHOLD = 0.1
 #: The three maps of the paper, by the variant whose map each one is (Table 5).
 MAP_NAMES: dict[Variant, str] = {"trans_attention": "A*", "trans_cam": "S_c", "tscam": "M_c"}
 
@@ -49,7 +48,7 @@ class Settings:
 
     class_index: int | None = None  # None: the top-1 class
     map: MapSpec = DEFAULT_MAP  # the map the box is drawn from; the three maps shown share its blocks
-    threshold: float = DEFAULT_THRESHOLD
+    threshold: float = PAPER_THRESHOLD
     opacity: float = 0.5
     colormap: str = "jet"
 
@@ -102,14 +101,8 @@ class Result:
 
 
 def default_threshold(info: ModelInfo) -> float:
-    """The CAM threshold to start from: the checkpoint's validated best (chosen on held-out training
-    images, never the test split), else the one it was trained with, else DEFAULT_THRESHOLD."""
-    validation = info.evaluation.get("validation")
-    validated = validation.get("best_threshold") if isinstance(validation, dict) else None
-    for value in (validated, info.evaluation.get("best_threshold"), info.recipe.get("threshold")):
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
-            return float(value)
-    return DEFAULT_THRESHOLD
+    """The CAM threshold the controls start at (``ModelInfo.default_threshold`` says which and why)."""
+    return info.default_threshold()[0]
 
 
 def fit_size(width: int, height: int, side: int) -> tuple[int, int]:

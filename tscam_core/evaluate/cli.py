@@ -40,7 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kind", default="auto", choices=("auto", "cub", "ilsvrc"))
     parser.add_argument("--out", required=True, help="results folder to write, e.g. results/<name>")
     parser.add_argument("--name", help="run name shown by the dashboard (default: the folder name)")
-    parser.add_argument("--threshold", type=float, default=0.1, help="CAM threshold of the paper's boxes")
+    parser.add_argument("--threshold", type=float,
+                        help="CAM threshold of the paper's boxes (default: the checkpoint's, chosen on its "
+                             "validation images; else the paper's 0.1)")
     parser.add_argument("--layers", type=parse_layers, default="all",
                         help="blocks averaged into A*: all (default), first:k, last:k, or block indices 0,3,5")
     parser.add_argument("--variant", choices=VARIANTS + CAM_VARIANTS,
@@ -78,8 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_device(args.device)
         model = load_model(args.checkpoint, device=args.device, family=None)
+        threshold, why = (args.threshold, "given with --threshold") if args.threshold is not None else \
+            model.info.default_threshold()
+        print(f"CAM threshold {threshold:g}: {why}", file=sys.stderr)
         settings = EvalSettings(
-            cam_threshold=args.threshold,
+            cam_threshold=threshold,
             map=MapSpec(args.variant or variants_for(model.depth)[0], args.layers, args.signed_class_maps),
             iou_threshold=args.iou_threshold, box_convention=args.box_convention,
             cam_curve_interval=args.cam_curve_interval, batch_size=args.batch_size, threads=args.threads,
