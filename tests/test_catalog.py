@@ -90,4 +90,4 @@ def test_a_low_top_score_warns_that_the_image_may_be_outside_the_domain():
     domain = domain_of(tiny_info())
     assert outside_domain_note(domain, 0.9) is None
     note = outside_domain_note(domain, 0.2)
-    assert "20%" in note and domain.describe() in note
+    assert "20.0%" in note and domain.describe() in note
