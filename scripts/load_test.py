@@ -163,9 +163,9 @@ def run_user(
         return
     expected = {"name": image.name, "size": Image.open(image).size}
 
-    def call(operation: str, *args: object, api_name: str) -> object:
+    def call(operation: str, api_name: str, **params: object) -> object:
         started = time.perf_counter()
-        result = client.submit(*args, api_name=api_name).result(timeout=REQUEST_TIMEOUT_S)
+        result = client.submit(**params, api_name=api_name).result(timeout=REQUEST_TIMEOUT_S)
         tally.add(operation, time.perf_counter() - started)
         return result
 
@@ -174,31 +174,31 @@ def run_user(
         if seen["name"] != expected["name"] or (seen["width"], seen["height"]) != expected["size"]:
             tally.leaks.append(f"user {user} {operation}: got {seen}, expected {expected}")
 
-    def controls() -> tuple:
-        return (
-            "last" if rng.random() < 0.5 else "first",
-            rng.randint(1, depth),
-            round(rng.random(), 2),
-            rng.choice(["tscam", "trans_attention", "trans_cam"]),
-            0.5,
-            rng.choice(["jet", "viridis"]),
-        )
+    def controls() -> dict[str, object]:
+        return {
+            "layer_mode": "last" if rng.random() < 0.5 else "first",
+            "layer_count": rng.randint(1, depth),
+            "threshold": round(rng.random(), 2),
+            "variant": rng.choice(["tscam", "trans_attention", "trans_cam"]),
+            "opacity": 0.5,
+            "colormap": rng.choice(["jet", "viridis"]),
+        }
 
     operation = "analyze"  # the first request of every user, even past the deadline (the warm-up)
     while True:
         try:
             if operation == "analyze":
-                outputs = call("analyze", handle_file(str(image)), *controls(), api_name="/analyze")
+                outputs = call("analyze", "/analyze", image=handle_file(str(image)), **controls())
                 check(outputs[-2], operation)
             elif operation == "redraw_box":
-                check(call("redraw_box", None, *controls(), api_name="/redraw_box")[-1], operation)
+                check(call("redraw_box", "/redraw_box", chosen_class=None, **controls())[-1], operation)
             elif operation == "redraw":
                 check(
-                    call("redraw", rng.randrange(num_classes), *controls(), api_name="/redraw")[-1], operation
+                    call("redraw", "/redraw", chosen_class=rng.randrange(num_classes), **controls())[-1], operation
                 )
             else:
                 try:
-                    call("bad_upload", handle_file(str(bad)), *controls(), api_name="/analyze")
+                    call("bad_upload", "/analyze", image=handle_file(str(bad)), **controls())
                     tally.failures.append(f"user {user}: a broken upload was accepted")
                 except Exception as error:
                     if type(error).__name__ != "AppError" or not str(error).startswith(f"{bad.name}:"):
