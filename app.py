@@ -611,7 +611,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--checkpoint",
         nargs="+",
         default=None,
-        help="one or several models for the picker, the first shown first: a tscam .safetensors file, an "
+        help="one or several models for the picker (space- or comma-separated), the first shown first: a tscam "
+        ".safetensors file, an "
         f"official TS-CAM release file, timm:NAME or hf://owner/repo/file (default: {MODELS_VARIABLE}, else "
         "the shipped checkpoint and, where the hub is reachable, an ImageNet DeiT-S)",
     )
@@ -640,8 +641,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def model_sources(checkpoints: Sequence[str] | None) -> list[str]:
     """--checkpoint, else TSCAM_MODELS, else the shipped checkpoint and the ImageNet DeiT-S where the hub
     answers."""
-    if checkpoints:
-        return list(checkpoints)
+    if checkpoints:  # "a b" or "a,b", as TSCAM_MODELS lists them
+        return [part.strip() for text in checkpoints for part in text.split(",") if part.strip()]
     listed = sources_from_environment()
     if listed:
         return listed

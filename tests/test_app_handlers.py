@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
 import pytest
+import timm
 import torch
 from conftest import make_tiny_model, tiny_info
 from PIL import Image
@@ -15,7 +17,7 @@ from PIL import Image
 import app
 from tscam_core import CheckpointError, save_checkpoint
 from tscam_core.explorer import DISPLAY_SIDE, ExampleSet, ExplainedImage, Explorer
-from tscam_core.model_zoo import ModelZoo
+from tscam_core.model_zoo import IMAGENET_MODEL, ModelZoo
 from tscam_core.testing.bad_files import noise
 
 NAMES = ["shirt", "shoe", "bag", "dress", "coat"]
@@ -269,3 +271,17 @@ def test_explain_image_needs_no_session(handlers, photo):
     assert default["settings"]["threshold"] == 0.1 and default["settings"]["blocks"] == [1, 2]
     with pytest.raises(gr.Error, match="block selection 'middle'"):
         handlers.explain_image(photo, "tiny", blocks="middle")
+
+
+def test_the_space_set_up_in_the_docs_is_the_readmes_and_fits_this_checkout():
+    root = Path(app.__file__).parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    card = readme.split("---\n")[1]
+    documented = (root / "docs" / "demo.md").read_text(encoding="utf-8").split("   ```yaml\n")[1].split("   ```")[0]
+    assert "\n".join(line.removeprefix("   ") for line in documented.splitlines()).strip("-\n") == card.strip()
+    fields = dict(line.split(": ", 1) for line in card.splitlines() if ": " in line and not line.startswith(" "))
+    assert fields["sdk_version"] == gr.__version__ and f"gradio=={gr.__version__}" in (root / "requirements.txt").read_text()
+    assert (root / fields["app_file"]).is_file()
+    preloaded = card.split("preload_from_hub:\n")[1].splitlines()[0].strip("- ").split()
+    repo_id = timm.get_pretrained_cfg(IMAGENET_MODEL.removeprefix("timm:")).hf_hub_id
+    assert preloaded == [repo_id, "model.safetensors"]  # the file timm asks the hub for first
