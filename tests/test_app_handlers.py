@@ -285,3 +285,12 @@ def test_the_space_set_up_in_the_docs_is_the_readmes_and_fits_this_checkout():
     preloaded = card.split("preload_from_hub:\n")[1].splitlines()[0].strip("- ").split()
     repo_id = timm.get_pretrained_cfg(IMAGENET_MODEL.removeprefix("timm:")).hf_hub_id
     assert preloaded == [repo_id, "model.safetensors"]  # the file timm asks the hub for first
+
+
+def test_class_names_file_names_a_model_that_carries_none(tmp_path):
+    unnamed = save_checkpoint(make_tiny_model(), tiny_info(), tmp_path / "unnamed.safetensors")
+    (tmp_path / "names.txt").write_text("\n".join(NAMES) + "\n")
+    assert app.make_loader(class_names_file=tmp_path / "names.txt")(str(unnamed)).info.class_names == NAMES
+    (tmp_path / "three.txt").write_text("a\nb\nc\n")
+    with pytest.raises(CheckpointError, match="unnamed.safetensors: .*three.txt: 3 class names for a 5-class model"):
+        app.make_loader(class_names_file=tmp_path / "three.txt")(str(unnamed))

@@ -34,15 +34,20 @@ def server(tmp_path_factory):
         yield running
 
 
-def call(server, payload: dict) -> tuple[str, dict]:
-    """The event stream's last event and its data, for /analyze called with ``payload`` as the image."""
-    body = json.dumps({"data": [payload, *CONTROLS]}).encode()
+ANALYZE = ("analyze", ("tiny.safetensors", *CONTROLS.values()))  # after the image: the model, the controls
+EXPLAIN = ("explain_image", ("tiny.safetensors", "", "all", None, "tscam"))  # model, class, blocks, threshold, variant
+
+
+def call(server, payload: dict, endpoint: tuple[str, tuple] = ANALYZE) -> tuple[str, dict]:
+    """The event stream's last event and its data, for an endpoint called with ``payload`` as the image."""
+    name, rest = endpoint
+    body = json.dumps({"data": [payload, *rest]}).encode()
     request = urllib.request.Request(
-        server.url + "gradio_api/call/analyze", data=body, headers={"Content-Type": "application/json"}
+        server.url + f"gradio_api/call/{name}", data=body, headers={"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         event_id = json.load(response)["event_id"]
-    with urllib.request.urlopen(server.url + f"gradio_api/call/analyze/{event_id}", timeout=60) as response:
+    with urllib.request.urlopen(server.url + f"gradio_api/call/{name}/{event_id}", timeout=60) as response:
         lines = response.read().decode().strip().splitlines()
     events = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
     data = [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]
@@ -139,3 +144,14 @@ def test_an_example_is_explained_as_the_page_sends_it(server):
     event, data = call(server, sample)
     assert event == "complete"
     assert data[-2]["ground_truth"]["boxes"] == [[8, 6, 40, 30]]
+
+
+def test_the_stateless_endpoint_opens_only_uploaded_files_too(server):
+    for path in server_paths(server.folder).values():
+        event, data = call(server, {"path": str(path)}, EXPLAIN)
+        assert event == "error" and data["error"] == NOT_UPLOADED, path
+    planted = server.cache / "planted"
+    planted.mkdir(parents=True, exist_ok=True)
+    noise(50, 40, seed=5).save(planted / "scripted.png")
+    event, data = call(server, {"path": str(planted / "scripted.png"), "meta": TAG}, EXPLAIN)
+    assert event == "complete" and data[0]["image"]["name"] == "scripted.png" and set(data[0]["maps"]) == {"A*", "S_c", "M_c"}
