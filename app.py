@@ -10,6 +10,8 @@ caches one explanation per session so that moving a control never runs the model
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 import json
 import logging
 import shutil
@@ -151,8 +153,8 @@ NO_IMAGE = (
 )
 
 
-def settings_from(
-    explained: ExplainedImage,
+def session_controls(
+    explained: ExplainedImage | None,
     chosen_class: Any,
     layer_mode: str,
     layer_count: float,
@@ -160,10 +162,14 @@ def settings_from(
     variant: str,
     opacity: float,
     colormap: str,
-) -> Settings:
-    """The controls' values as Settings; a bad value (from an API client) is a message, not a crash."""
+) -> tuple[ExplainedImage, Settings]:
+    """The session's image and the controls' values as Settings. No image (never analysed, or expired)
+    and a bad value (from an API client) are one clear message each, not a crash. The parameter
+    names are the API's, for every endpoint that redraws."""
+    if explained is None:
+        refuse(NO_IMAGE, "redraw without an image", title="No image")
     try:
-        return explained.check(
+        return explained, explained.check(
             Settings(
                 class_index=find_class(explained.class_names, chosen_class),
                 map=MapSpec(variant, blocks_of(layer_mode, int(layer_count), explained.depth)),
@@ -176,11 +182,20 @@ def settings_from(
         refuse(str(error), "invalid setting", title="Invalid setting")
 
 
-def with_image(explained: ExplainedImage | None) -> ExplainedImage:
-    """The session's image, or one clear error where there is none (never analysed, or expired)."""
-    if explained is None:
-        refuse(NO_IMAGE, "redraw without an image", title="No image")
-    return explained
+def takes_session_controls(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A handler of (image, settings) as Gradio calls it: with the session's state and the controls, named
+    as ``session_controls`` names them (Gradio reads a handler's signature for the API's names)."""
+
+    @functools.wraps(method)
+    def handler(self: Handlers, *values: Any) -> Any:
+        return method(self, *session_controls(*values))
+
+    controls = inspect.signature(session_controls).parameters.values()
+    handler.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *controls]
+    )
+    handler.__annotations__ = {key: value for key, value in session_controls.__annotations__.items() if key != "return"}
+    return handler
 
 
 def describe_model(label: str, explorer: Explorer) -> str:
@@ -234,7 +249,7 @@ class Handlers:
             explained = explorer.explain(image)
         except ImageError as error:
             refuse(str(error), "unusable image")
-        settings = settings_from(explained, None, layer_mode, layer_count, threshold, variant, opacity, colormap)
+        _, settings = session_controls(explained, None, layer_mode, layer_count, threshold, variant, opacity, colormap)
         ranked = explained.ranked_classes()
         views = self._views(explained, settings)
         width, height = explained.size
@@ -274,53 +289,20 @@ class Handlers:
             *self.analyze(image, model, DEFAULT_LAYER_MODE, depth, threshold, variant, opacity, colormap),
         )
 
-    def redraw(
-        self,
-        explained: ExplainedImage | None,
-        chosen_class: Any,
-        layer_mode: str,
-        layer_count: float,
-        threshold: float,
-        variant: str,
-        opacity: float,
-        colormap: str,
-    ) -> tuple:
+    @takes_session_controls
+    def redraw(self, explained: ExplainedImage, settings: Settings) -> tuple:
         """Every view again from the cache: class, layers, variant, opacity or colormap changed."""
-        explained = with_image(explained)
-        settings = settings_from(explained, chosen_class, layer_mode, layer_count, threshold, variant, opacity, colormap)
         return self._views(explained, settings)
 
-    def redraw_box(
-        self,
-        explained: ExplainedImage | None,
-        chosen_class: Any,
-        layer_mode: str,
-        layer_count: float,
-        threshold: float,
-        variant: str,
-        opacity: float,
-        colormap: str,
-    ) -> tuple:
+    @takes_session_controls
+    def redraw_box(self, explained: ExplainedImage, settings: Settings) -> tuple:
         """Only the threshold changed: the maps and the gallery stay, the box moves."""
-        explained = with_image(explained)
-        settings = settings_from(explained, chosen_class, layer_mode, layer_count, threshold, variant, opacity, colormap)
         result = explained.result(settings)
         return explained.render(settings, result), explained.export(settings, result)
 
-    def export(
-        self,
-        explained: ExplainedImage | None,
-        chosen_class: Any,
-        layer_mode: str,
-        layer_count: float,
-        threshold: float,
-        variant: str,
-        opacity: float,
-        colormap: str,
-    ) -> list[str]:
+    @takes_session_controls
+    def export(self, explained: ExplainedImage, settings: Settings) -> list[str]:
         """The overlay as PNG and the boxes, scores and settings as JSON, as files to download."""
-        explained = with_image(explained)
-        settings = settings_from(explained, chosen_class, layer_mode, layer_count, threshold, variant, opacity, colormap)
         result = explained.result(settings)
         folder = self._export_folder()
         stem = Path(explained.name).stem or "image"
