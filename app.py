@@ -10,13 +10,15 @@ caches one explanation per session so that moving a control never runs the model
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 import json
 import logging
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -33,8 +35,18 @@ from tscam_core import (
     MapSpec,
     load_model,
 )
-from tscam_core.explanation import blocks_of
-from tscam_core.explorer import ExplainedImage, Explorer, Settings, default_threshold, read_examples
+from tscam_core.catalog import domain_of, find_class, has_names, outside_domain_note, read_class_names
+from tscam_core.explanation import DEFAULT_LAYER_MODE, LAYER_MODES, blocks_of
+from tscam_core.explorer import (
+    Example,
+    ExampleSet,
+    ExplainedImage,
+    Explorer,
+    Settings,
+    default_threshold,
+    read_example_sets,
+)
+from tscam_core.model_zoo import MODELS_VARIABLE, ModelZoo, default_sources, sources_from_environment
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("tscam.app")
@@ -58,27 +70,38 @@ EXPORT_ROOT = Path(tempfile.gettempdir()) / "tscam-exports"
 VIEW_FORMAT = "jpeg"
 
 ABOUT = """
-**What the pictures are** (TS-CAM, ICCV 2021). A vision transformer cuts the image into patches
-(tokens) and, block after block, lets every token look at every other one.
+A vision transformer cuts the image into patches (tokens) and, block after block, lets every token
+look at every other one. TS-CAM (ICCV 2021) turns what it sees into a box, without ever having been
+shown a box in training.
 
-* **Prediction**: the selected map over the image, the box TS-CAM draws around the object (red)
-  and, for the examples, the true box (green) with their overlap (IoU, 1 = perfect).
-* **A\\* (where the model looks)**: how much the special *class token*, which makes the
-  decision, attends to each patch, averaged over the chosen blocks. It covers whole objects
-  but does not know which class it is looking for.
-* **S_c (what looks like the class)**: for each patch, how strongly it says "class c". It knows
-  the class but is patchy.
+* **Prediction**: the selected map over the image, the box TS-CAM draws around the object (red) and,
+  for the examples with a known box, the true box (green) with their overlap (IoU, 1 = perfect).
+* **A\\* (where the model looks)**: how much the special *class token*, which makes the decision,
+  attends to each patch, averaged over the chosen blocks. It covers whole objects but does not know
+  which class it is looking for.
+* **S_c (what looks like the class)**: for each patch, how strongly it says "class c". It knows the
+  class but is patchy.
 * **M_c = A\\* x S_c (TS-CAM)**: the product keeps the regions that are both attended to and of
-  class c. The box is drawn around the largest region above *threshold x maximum*.
+  class c.
+* **The box**: the map is scaled to the model's input, every pixel above *threshold x maximum* is
+  kept, and the box surrounds the largest kept region. A higher threshold gives a tighter box.
 * **Per-layer attention A^l**: A\\* block by block. Early blocks look around locally; later ones
-  gather the object. "in A\\*" marks the blocks averaged under the current layer setting.
+  gather the object. "in A\\*" marks the blocks averaged under the current setting.
 
-**Controls** change only the drawing, never the model's pass: class (any class can be shown,
-not just the top one), blocks (first or last k), threshold (higher: tighter box), the map
-used for the box (TS-CAM, or its ablations TransAttention = A\\* alone and TransCAM = S_c alone),
-opacity and colormap.
+**Controls** change only the drawing, never the model's pass: class (any class can be shown, not
+just the top one), blocks (last or first k), threshold, the map used for the box (TS-CAM, or its
+ablations TransAttention = A\\* alone and TransCAM = S_c alone), opacity and colormap.
+
+**A model knows only its classes.** It names the closest of them whatever the image shows: a photo
+of a cat given to a clothing model still gets a garment's name. Pick a model whose domain fits the
+image; the page warns when the best score is low.
 """
-
+#: The one-line reading of each picture, shown beside the maps.
+SHORT_ABOUT = """
+**How to read them.** **A\\***: where the class token looks (any object). **S_c**: which patches
+look like the chosen class. **M_c = A\\* x S_c**: both at once, TS-CAM's map. The red **box**
+surrounds the largest region of the selected map above *threshold x its maximum*.
+"""
 
 def uploads_only(image: gr.Image) -> gr.Image:
     """Make ``image`` pass on the path of a file Gradio stored from an upload or an example, and nothing else.
@@ -104,6 +127,19 @@ def uploads_only(image: gr.Image) -> gr.Image:
     return image
 
 
+def class_by_name_or_index(dropdown: gr.Dropdown) -> gr.Dropdown:
+    """Make ``dropdown`` declare to API clients that it takes a class name or index.
+
+    Its choices are filled per image, so Gradio would declare an empty ``Literal[]``; with
+    ``allow_custom_value`` any value reaches the handlers, which resolve it (``catalog.find_class``).
+    """
+    dropdown.api_info = lambda: {
+        "anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}],
+        "description": "a class name or index of the model; empty or null: the top-1 class",
+    }
+    return dropdown
+
+
 def refuse(message: str, reason: str, title: str = "This file cannot be used") -> NoReturn:
     """One line in the server's log and one message for the visitor; the traceback only at DEBUG."""
     log.info("refused: %s (%s)", message, reason)
@@ -111,21 +147,31 @@ def refuse(message: str, reason: str, title: str = "This file cannot be used") -
     raise gr.Error(message, title=title, print_exception=False)
 
 
-def settings_from(
-    explained: ExplainedImage,
-    class_index: Any,
+NO_IMAGE = (
+    f"No image in this session: upload one or pick an example first (an image is kept {STATE_TTL_S // 60} min). "
+    "API clients: call /analyze first with the same Client, or use /explain_image, which needs no session."
+)
+
+
+def session_controls(
+    explained: ExplainedImage | None,
+    chosen_class: Any,
     layer_mode: str,
     layer_count: float,
     threshold: float,
     variant: str,
     opacity: float,
     colormap: str,
-) -> Settings:
-    """The controls' values as Settings; a bad value (from an API client) is a message, not a crash."""
+) -> tuple[ExplainedImage, Settings]:
+    """The session's image and the controls' values as Settings. No image (never analysed, or expired)
+    and a bad value (from an API client) are one clear message each, not a crash. The parameter
+    names are the API's, for every endpoint that redraws."""
+    if explained is None:
+        refuse(NO_IMAGE, "redraw without an image", title="No image")
     try:
-        return explained.check(
+        return explained, explained.check(
             Settings(
-                class_index=None if class_index in (None, "") else int(class_index),
+                class_index=find_class(explained.class_names, chosen_class),
                 map=MapSpec(variant, blocks_of(layer_mode, int(layer_count), explained.depth)),
                 threshold=float(threshold),
                 opacity=float(opacity),
@@ -136,24 +182,57 @@ def settings_from(
         refuse(str(error), "invalid setting", title="Invalid setting")
 
 
-def no_image() -> None:
-    """A control moved with no image in the session: none uploaded yet, or the session expired."""
-    gr.Warning(
-        f"Upload an image or pick an example first (an image is kept {STATE_TTL_S // 60} min).",
-        title="No image",
+def takes_session_controls(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A handler of (image, settings) as Gradio calls it: with the session's state and the controls, named
+    as ``session_controls`` names them (Gradio reads a handler's signature for the API's names)."""
+
+    @functools.wraps(method)
+    def handler(self: Handlers, *values: Any) -> Any:
+        return method(self, *session_controls(*values))
+
+    controls = inspect.signature(session_controls).parameters.values()
+    handler.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *controls]
     )
+    handler.__annotations__ = {key: value for key, value in session_controls.__annotations__.items() if key != "return"}
+    return handler
+
+
+def describe_model(label: str, explorer: Explorer) -> str:
+    """What the page says above the image: the model, its domain and its classes."""
+    info = explorer.info
+    names = info.class_names
+    shown = "; ".join(names[:6]) + (f"; ... ({len(names)} in all)" if len(names) > 6 else "")
+    text = f"**Model `{label}`** knows **{domain_of(info).describe()}**. Classes: {shown}."
+    if not has_names(info):
+        text += " (This model carries no class names: start the app with `--class-names FILE`.)"
+    return text + " Images unlike these get the closest class it knows, whatever they show."
 
 
 class Handlers:
-    """The page's event handlers: plain methods, called by Gradio and directly by the tests."""
+    """The page's event handlers: plain methods, called by Gradio and directly by the tests.
 
-    def __init__(self, explorer: Explorer, export_root: Path = EXPORT_ROOT) -> None:
-        self.explorer = explorer
+    Parameter names are the API's: gradio_client users call them by these names.
+    """
+
+    def __init__(self, zoo: ModelZoo, example_sets: Sequence[ExampleSet] = (), export_root: Path = EXPORT_ROOT) -> None:
+        self.zoo = zoo
+        self.example_sets = list(example_sets)
         self.export_root = export_root
+
+    def explorer(self, model: str) -> Explorer:
+        """The model a visitor picked, loaded on first use; one clear message where it cannot be."""
+        try:
+            return self.zoo.get(model)
+        except KeyError as error:
+            refuse(error.args[0], "unknown model", title="Unknown model")
+        except CheckpointError as error:
+            refuse(f"{model} cannot be loaded: {error}", "model not loadable", title="Model unavailable")
 
     def analyze(
         self,
-        path: str | None,
+        image: str | None,
+        model: str,
         layer_mode: str,
         layer_count: float,
         threshold: float,
@@ -162,29 +241,30 @@ class Handlers:
         colormap: str,
     ) -> tuple:
         """A new image: one forward pass, then every view at the current settings (top-1 class)."""
-        if path is None:
+        if image is None:
             return None, gr.Dropdown(choices=[], value=None), None, None, None, None, None, [], None, ""
         started = time.perf_counter()
+        explorer = self.explorer(model)
         try:
-            explained = self.explorer.explain(path)
+            explained = explorer.explain(image)
         except ImageError as error:
             refuse(str(error), "unusable image")
-        settings = settings_from(
-            explained, None, layer_mode, layer_count, threshold, variant, opacity, colormap
-        )
+        _, settings = session_controls(explained, None, layer_mode, layer_count, threshold, variant, opacity, colormap)
         ranked = explained.ranked_classes()
         views = self._views(explained, settings)
         width, height = explained.size
         status = (
-            f"**{explained.name}** ({width}x{height}) explained in {time.perf_counter() - started:.2f} s: "
-            f"top-1 **{ranked[0].name}** ({ranked[0].score:.1%})."
+            f"**{explained.name}** ({width}x{height}) explained by `{model}` in "
+            f"{time.perf_counter() - started:.2f} s: top-1 **{ranked[0].name}** ({ranked[0].score:.1%})."
         )
         truth = explained.truth
         if truth is not None:
-            named = (
-                "" if truth.class_index is None else f"class **{explained.class_names[truth.class_index]}**, "
-            )
-            status += f" Ground truth known: {named}{len(truth.boxes)} box(es), in green."
+            named = "" if truth.class_index is None else f"class **{explained.class_names[truth.class_index]}**"
+            boxes = f"{len(truth.boxes)} box(es), in green" if len(truth.boxes) else ""
+            status += f" Ground truth known: {', '.join(part for part in (named, boxes) if part)}."
+        warning = outside_domain_note(domain_of(explained.info), ranked[0].score)
+        if warning is not None:
+            status += f"\n\n**Low score**: {warning}."
         for note in explained.notes:
             gr.Warning(note, title="Image converted")
             status += f"\n\nNote: {note}."
@@ -192,31 +272,37 @@ class Handlers:
         top5 = {c.name: c.score for c in ranked[:5]}
         return (explained, gr.Dropdown(choices=choices, value=ranked[0].index), top5, *views, status)
 
-    def redraw(self, explained: ExplainedImage | None, *controls: Any) -> tuple:
-        """Every view again from the cache: class, layers, variant, opacity or colormap changed."""
-        if explained is None:
-            no_image()
-            return None, None, None, None, [], None
-        return self._views(explained, settings_from(explained, *controls))
+    def choose_model(
+        self, model: str, image: str | None, variant: str, opacity: float, colormap: str
+    ) -> tuple:
+        """Another model: its description, its examples, its blocks and threshold, and the image kept
+        on the page explained again by it."""
+        explorer = self.explorer(model)
+        depth, threshold = explorer.depth, default_threshold(explorer.info)
+        fits = [examples.fits(explorer.info.class_names) for examples in self.example_sets]
+        return (
+            describe_model(model, explorer),
+            *(gr.Column(visible=fit) for fit in fits),
+            DEFAULT_LAYER_MODE,
+            gr.Slider(maximum=depth, value=depth),
+            threshold,
+            *self.analyze(image, model, DEFAULT_LAYER_MODE, depth, threshold, variant, opacity, colormap),
+        )
 
-    def redraw_box(self, explained: ExplainedImage | None, *controls: Any) -> tuple:
+    @takes_session_controls
+    def redraw(self, explained: ExplainedImage, settings: Settings) -> tuple:
+        """Every view again from the cache: class, layers, variant, opacity or colormap changed."""
+        return self._views(explained, settings)
+
+    @takes_session_controls
+    def redraw_box(self, explained: ExplainedImage, settings: Settings) -> tuple:
         """Only the threshold changed: the maps and the gallery stay, the box moves."""
-        if explained is None:
-            no_image()
-            return None, None
-        settings = settings_from(explained, *controls)
         result = explained.result(settings)
         return explained.render(settings, result), explained.export(settings, result)
 
-    def export(self, explained: ExplainedImage | None, *controls: Any) -> list[str]:
+    @takes_session_controls
+    def export(self, explained: ExplainedImage, settings: Settings) -> list[str]:
         """The overlay as PNG and the boxes, scores and settings as JSON, as files to download."""
-        if explained is None:
-            refuse(
-                "Upload an image or pick an example first.",
-                "export without an image",
-                title="Nothing to export",
-            )
-        settings = settings_from(explained, *controls)
         result = explained.result(settings)
         folder = self._export_folder()
         stem = Path(explained.name).stem or "image"
@@ -224,6 +310,40 @@ class Handlers:
         explained.render(settings, result).save(png)
         record.write_text(json.dumps(explained.export(settings, result), indent=2), encoding="utf-8")
         return [str(png), str(record)]
+
+    def explain_image(
+        self,
+        image: str | None,
+        model: str,
+        chosen_class: Any = None,
+        blocks: str = "all",
+        threshold: float | None = None,
+        variant: str = "tscam",
+    ) -> dict[str, Any]:
+        """For scripts, no session: one image, the settings, and back the box, the scores and the
+        maps (on the model's token grid, 0..1) as JSON. ``blocks``: all, last:k or first:k;
+        ``threshold``: None for the model's own."""
+        if image is None:
+            refuse("Give an image.", "explain_image without an image", title="No image")
+        explorer = self.explorer(model)
+        try:
+            explained = explorer.explain(image)
+        except ImageError as error:
+            refuse(str(error), "unusable image")
+        try:
+            settings = explained.check(
+                Settings(
+                    class_index=find_class(explained.class_names, chosen_class),
+                    map=MapSpec(variant, blocks or "all"),
+                    threshold=default_threshold(explorer.info) if threshold is None else float(threshold),
+                )
+            )
+        except (TypeError, ValueError) as error:
+            refuse(str(error), "invalid setting", title="Invalid setting")
+        record = explained.export(settings)
+        warning = outside_domain_note(domain_of(explained.info), explained.ranked_classes(1)[0].score)
+        return {**record, "domain": domain_of(explained.info).describe(), "low_score_warning": warning,
+                "maps": explained.map_grids(settings)}
 
     def _views(self, explained: ExplainedImage, settings: Settings) -> tuple:
         result = explained.result(settings)
@@ -247,18 +367,28 @@ class Handlers:
         return Path(tempfile.mkdtemp(dir=self.export_root))
 
 
-def build_demo(explorer: Explorer) -> gr.Blocks:
-    handlers = Handlers(explorer)
+def build_demo(zoo: ModelZoo, example_sets: Sequence[ExampleSet] = ()) -> gr.Blocks:
+    handlers = Handlers(zoo, example_sets)
+    explorer = zoo.get(zoo.default)
     depth = explorer.depth
-    info = explorer.info
     with gr.Blocks(title="TS-CAM explorer", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
         gr.Markdown(
-            f"# TS-CAM explorer\nWhere does a vision transformer see the object? Model: `{info.arch}`, "
-            f"{info.num_classes} classes, {depth} blocks. Upload or paste an image, or pick an example."
+            "# TS-CAM explorer\nWhere does a vision transformer see the object, and what box does it draw? "
+            "Pick a model, upload or paste an image, or pick an example."
         )
+        with gr.Accordion("What am I looking at?", open=False, elem_id="about"):
+            gr.Markdown(ABOUT)
         state = gr.State(None, time_to_live=STATE_TTL_S)
         with gr.Row():
             with gr.Column(scale=1):
+                model_choice = gr.Dropdown(
+                    zoo.labels,
+                    value=zoo.default,
+                    label="Model",
+                    interactive=len(zoo.labels) > 1,
+                    elem_id="model-choice",
+                )
+                model_info = gr.Markdown(describe_model(zoo.default, explorer), elem_id="model-info")
                 image_input = uploads_only(
                     gr.Image(
                         label="Image",
@@ -269,15 +399,22 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
                         elem_id="image-input",
                     )
                 )
-                if explorer.examples:
-                    gr.Examples(
-                        [[str(example.path)] for example in explorer.examples],
-                        inputs=[image_input],
-                        label="Examples (ground-truth box in green)",
-                        examples_per_page=12,
-                    )
-                status = gr.Markdown(elem_id="status")
-                class_choice = gr.Dropdown(label="Class", choices=[], value=None, elem_id="class-choice")
+                example_columns = []
+                for number, examples in enumerate(example_sets):
+                    boxed = any(entry.get("boxes") for entry in examples.entries)
+                    with gr.Column(
+                        visible=examples.fits(explorer.info.class_names), elem_id=f"examples-{number}"
+                    ) as column:
+                        gr.Examples(
+                            [[str(path)] for path in examples.files],
+                            inputs=[image_input],
+                            label="Examples" + (" (ground-truth box in green)" if boxed else ""),
+                            examples_per_page=12,
+                        )
+                    example_columns.append(column)
+                class_choice = class_by_name_or_index(
+                    gr.Dropdown(label="Class", choices=[], value="", allow_custom_value=True, elem_id="class-choice")
+                )
                 variant = gr.Radio(
                     [(VARIANT_LABELS[v], v) for v in VARIANTS],
                     value="tscam",
@@ -286,8 +423,8 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
                 )
                 with gr.Row():
                     layer_mode = gr.Radio(
-                        [("last k blocks", "last"), ("first k blocks", "first")],
-                        value="last",
+                        [(label, mode) for mode, label in LAYER_MODES.items()],
+                        value=DEFAULT_LAYER_MODE,
                         label="Blocks in A*",
                         elem_id="layer-mode",
                     )
@@ -297,7 +434,7 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
                 threshold = gr.Slider(
                     0.0,
                     1.0,
-                    value=default_threshold(info),
+                    value=default_threshold(explorer.info),
                     step=0.01,
                     label="CAM threshold",
                     elem_id="threshold",
@@ -308,14 +445,17 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
                     )
                     colormap = gr.Dropdown(list(COLORMAPS), value="jet", label="Colormap", elem_id="colormap")
             with gr.Column(scale=2):
+                status = gr.Markdown(elem_id="status")
+                gr.Markdown("**Prediction**: the map, the predicted box (red) and the true box (green, examples).")
                 prediction = gr.Image(
-                    label="Prediction: map, predicted box (red), GT box (green)",
+                    label="Prediction",
+                    show_label=False,  # its badge would cover the box labels drawn in the image
                     format=VIEW_FORMAT,
                     interactive=False,
                     elem_id="prediction",
                 )
                 top5 = gr.Label(label="Top-5 classes", num_top_classes=5, elem_id="top5")
-        with gr.Row():
+        with gr.Row(equal_height=False):
             map_views = [
                 gr.Image(label=label, format=VIEW_FORMAT, interactive=False, elem_id=f"map-{key}")
                 for key, label in (
@@ -324,38 +464,55 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
                     ("coupled", "M_c = A* x S_c (TS-CAM)"),
                 )
             ]
+            gr.Markdown(SHORT_ABOUT, elem_id="short-about")
         gallery = gr.Gallery(
             label="Per-layer attention A^l (block number)",
             columns=6,
-            height="auto",
+            # Not "auto": Gradio then gives the gallery a 450 px minimum, empty under one row of thumbnails.
+            height="fit-content",
             format=VIEW_FORMAT,
             elem_id="layer-gallery",
         )
         with gr.Row():
             export_button = gr.Button("Export overlay PNG + JSON", elem_id="export")
-            export_files = gr.File(label="Downloads", file_count="multiple", interactive=False, height=120)
+            # Shown once there is something to download: empty, it is a tall blank box.
+            export_files = gr.File(label="Downloads", file_count="multiple", interactive=False, visible=False)
         result_json = gr.JSON(label="Result (boxes in original-image pixels)", elem_id="result-json")
-        with gr.Accordion("What am I looking at?", open=False):
-            gr.Markdown(ABOUT)
+        # The stateless endpoint's own inputs and output, never shown: /explain_image is for scripts.
+        with gr.Column(visible=False):
+            api_image = uploads_only(gr.Image(type="filepath", image_mode=None, label="image"))
+            api_blocks = gr.Textbox("all", label="blocks")
+            api_threshold = gr.Number(None, label="threshold")
+            api_result = gr.JSON(label="explanation")
+            api_button = gr.Button("explain")
 
         controls = [layer_mode, layer_count, threshold, variant, opacity, colormap]
         all_controls = [class_choice, *controls]
         views = [prediction, *map_views, gallery, result_json]
+        analyzed = [state, class_choice, top5, *views, status]
         image_input.change(
             handlers.analyze,
-            [image_input, *controls],
-            [state, class_choice, top5, *views, status],
+            [image_input, model_choice, *controls],
+            analyzed,
             api_name="analyze",
             concurrency_id=CONCURRENCY_GROUP,
         )
+        model_choice.input(
+            handlers.choose_model,
+            [model_choice, image_input, variant, opacity, colormap],
+            [model_info, *example_columns, layer_mode, layer_count, threshold, *analyzed],
+            api_name="choose_model",
+            concurrency_id=CONCURRENCY_GROUP,
+        )
+        # .input: only a visitor's moves redraw; a model switch sets the controls and redraws itself.
         gr.on(
             [
                 class_choice.input,
-                variant.change,
-                layer_mode.change,
-                layer_count.change,
-                opacity.change,
-                colormap.change,
+                variant.input,
+                layer_mode.input,
+                layer_count.input,
+                opacity.input,
+                colormap.input,
             ],
             handlers.redraw,
             [state, *all_controls],
@@ -365,7 +522,7 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
             trigger_mode="always_last",
             show_progress="hidden",
         )
-        threshold.change(
+        threshold.input(
             handlers.redraw_box,
             [state, *all_controls],
             [prediction, result_json],
@@ -380,29 +537,74 @@ def build_demo(explorer: Explorer) -> gr.Blocks:
             export_files,
             api_name="export",
             concurrency_id=CONCURRENCY_GROUP,
+        ).success(lambda: gr.File(visible=True), None, export_files, api_visibility="private")
+        api_button.click(
+            handlers.explain_image,
+            [api_image, model_choice, class_choice, api_blocks, api_threshold, variant],
+            api_result,
+            api_name="explain_image",
+            concurrency_id=CONCURRENCY_GROUP,
         )
     return demo
 
 
-def load_explorer(checkpoint: str | Path, examples_dir: str | Path = EXAMPLES_DIR) -> Explorer:
-    model = load_model(checkpoint)
+def make_loader(
+    example_sets: Sequence[ExampleSet] = (), class_names_file: str | Path | None = None
+) -> Callable[[str], Explorer]:
+    """How the zoo turns a source into an explorer: the model, with names from ``class_names_file``
+    where it has none of its own, and the examples of every set it fits."""
+
+    def load(source: str) -> Explorer:
+        model = load_model(source)
+        if class_names_file is not None and not has_names(model.info):
+            try:
+                model.info.class_names = read_class_names(class_names_file, model.info.num_classes)
+            except DatasetError as error:
+                raise CheckpointError(f"{source}: {error}") from error
+        if not has_names(model.info):
+            log.warning("%s carries no class names: pass --class-names FILE (one name a line)", source)
+        return Explorer(model, examples_for(model.info.class_names, example_sets), max_file_bytes=MAX_UPLOAD_BYTES)
+
+    return load
+
+
+def load_example_sets(folder: str | Path) -> list[ExampleSet]:
+    """The example sets of ``folder``; a malformed one is a warning and no examples."""
     try:
-        examples = read_examples(examples_dir, model.info.class_names)
+        return read_example_sets(folder)
     except DatasetError as error:
         print(f"app.py: examples skipped: {error}", file=sys.stderr)
-        examples = []
-    return Explorer(model, examples, max_file_bytes=MAX_UPLOAD_BYTES)
+        return []
+
+
+def examples_for(class_names: Sequence[str], example_sets: Sequence[ExampleSet]) -> list[Example]:
+    """The examples of every set a model with ``class_names`` fits, their classes resolved for it."""
+    return [
+        example
+        for examples in example_sets
+        if examples.fits(class_names)
+        for example in examples.examples(class_names)
+    ]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="The TS-CAM explorer (Gradio).")
     parser.add_argument(
         "--checkpoint",
-        default=str(DEFAULT_CHECKPOINT),
-        help="a tscam .safetensors file, an official TS-CAM release file, timm:NAME or hf://owner/repo/file",
+        nargs="+",
+        default=None,
+        help="one or several models for the picker (space- or comma-separated), the first shown first: a tscam "
+        ".safetensors file, an "
+        f"official TS-CAM release file, timm:NAME or hf://owner/repo/file (default: {MODELS_VARIABLE}, else "
+        "the shipped checkpoint and, where the hub is reachable, an ImageNet DeiT-S)",
     )
     parser.add_argument(
-        "--examples", default=str(EXAMPLES_DIR), help="folder with examples.json (default: examples/)"
+        "--class-names",
+        default=None,
+        help="a text file of class names, one a line, for the models that carry none of their own",
+    )
+    parser.add_argument(
+        "--examples", default=str(EXAMPLES_DIR), help="folder with examples.json, and subfolders with theirs"
     )
     parser.add_argument(
         "--host", default=None, help="address to listen on (default: GRADIO_SERVER_NAME or 127.0.0.1)"
@@ -418,22 +620,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def model_sources(checkpoints: Sequence[str] | None) -> list[str]:
+    """--checkpoint, else TSCAM_MODELS, else the shipped checkpoint and the ImageNet DeiT-S where the hub
+    answers."""
+    if checkpoints:  # "a b" or "a,b", as TSCAM_MODELS lists them
+        return [part.strip() for text in checkpoints for part in text.split(",") if part.strip()]
+    listed = sources_from_environment()
+    if listed:
+        return listed
+    sources, unreachable = default_sources(str(DEFAULT_CHECKPOINT))
+    if unreachable:
+        log.info("the ImageNet model is not offered: the Hugging Face Hub is unreachable (%s)", unreachable)
+    return sources
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(args.log_level)
+    sources = model_sources(args.checkpoint)
+    example_sets = load_example_sets(args.examples)
+    zoo = ModelZoo(sources, make_loader(example_sets, args.class_names))
     try:
-        explorer = load_explorer(args.checkpoint, args.examples)
+        zoo.get(zoo.default)  # a default model that cannot load stops the app now, not at the first visitor
     except CheckpointError as error:
-        hint = (
-            " (train it with `python train/run.py --preset fashion`)"
-            if args.checkpoint == str(DEFAULT_CHECKPOINT)
-            else ""
-        )
+        hint = " (train it with `python train/run.py --preset fashion`)" if sources[0] == str(DEFAULT_CHECKPOINT) else ""
         sys.exit(f"app.py: {error}{hint}; pass another one with --checkpoint")
-    demo = build_demo(explorer)
+    demo = build_demo(zoo, example_sets)
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     demo.launch(
         server_name=args.host,

@@ -15,7 +15,7 @@ import streamlit as st
 from dashboard.runs import Run
 from tscam_core import dashboard_data as data
 from tscam_core.errors import TSCAMError
-from tscam_core.explanation import as_mode_and_count, blocks_of
+from tscam_core.explanation import LAYER_MODES, as_mode_and_count, blocks_of
 from tscam_core.explorer import MAP_NAMES, ExplainedImage, Explorer, GroundTruth, Settings
 from tscam_core.loading import load_model
 from tscam_core.summary import ERROR_LABELS, ERROR_MEANINGS
@@ -84,9 +84,10 @@ def _controls(run: Run, explained: ExplainedImage) -> Settings:
                              key="detail_threshold")
     scored = data.scored_map(run.summary.settings.map, depth)
     start_mode, start_count = as_mode_and_count(scored.blocks, depth)
-    count = second.slider("Blocks in A*", 1, depth, start_count, key="detail_layers") if depth > 1 else 1
-    mode = second.radio("Which blocks", ["first", "last"], index=["first", "last"].index(start_mode),
+    modes = list(LAYER_MODES)
+    mode = second.radio("Blocks in A*", modes, index=modes.index(start_mode), format_func=LAYER_MODES.__getitem__,
                         horizontal=True, key="detail_layer_mode")
+    count = second.slider("k (number of blocks)", 1, depth, start_count, key="detail_layers") if depth > 1 else 1
     labels = {c.index: f"{c.name} ({c.score:.1%})" for c in explained.ranked_classes()}
     chosen = third.selectbox("Map of class", list(labels), format_func=labels.__getitem__,
                              key=f"detail_class_{explained.name}")

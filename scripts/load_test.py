@@ -224,10 +224,10 @@ def run_user(url: str, user: int, files: Files, depth: int, num_classes: int, de
     sizes = {path.name: Image.open(path).size for path in (image, *files.heavy)}
     expected = {"name": image.name}  # the image this session holds: its own, or the heavy file it sent last
 
-    def call(operation: str, *args: object, api_name: str) -> object:
+    def call(operation: str, api_name: str, **params: object) -> object:
         started = time.perf_counter()
         try:
-            return client.submit(*args, api_name=api_name).result(timeout=REQUEST_TIMEOUT_S)
+            return client.submit(**params, api_name=api_name).result(timeout=REQUEST_TIMEOUT_S)
         except TimeoutError:
             with tally.lock:
                 tally.hangs += 1
@@ -241,38 +241,38 @@ def run_user(url: str, user: int, files: Files, depth: int, num_classes: int, de
         if seen["name"] != name or (seen["width"], seen["height"]) != sizes[name]:
             tally.leaks.append(f"user {user} {operation}: got {seen}, expected {name} {sizes[name]}")
 
-    def controls() -> tuple:
-        return (
-            "last" if rng.random() < 0.5 else "first",
-            rng.randint(1, depth),
-            round(rng.random(), 2),
-            rng.choice(["tscam", "trans_attention", "trans_cam"]),
-            0.5,
-            rng.choice(["jet", "viridis"]),
-        )
+    def controls() -> dict[str, object]:
+        return {
+            "layer_mode": "last" if rng.random() < 0.5 else "first",
+            "layer_count": rng.randint(1, depth),
+            "threshold": round(rng.random(), 2),
+            "variant": rng.choice(["tscam", "trans_attention", "trans_cam"]),
+            "opacity": 0.5,
+            "colormap": rng.choice(["jet", "viridis"]),
+        }
 
     operation = "analyze"  # the first request of every user, even past the deadline (the warm-up)
     while True:
         try:
             if operation in ("analyze", "heavy_upload"):
                 path = image if operation == "analyze" else rng.choice(files.heavy)
-                outputs = call(operation, handle_file(str(path)), *controls(), api_name="/analyze")
+                outputs = call(operation, "/analyze", image=handle_file(str(path)), **controls())
                 expected["name"] = path.name
                 check(outputs[-2], operation)
                 if operation == "heavy_upload":
                     tally.count(tally.explained, path.name)
             elif operation == "redraw_box":
-                check(call("redraw_box", None, *controls(), api_name="/redraw_box")[-1], operation)
+                check(call("redraw_box", "/redraw_box", chosen_class=None, **controls())[-1], operation)
             elif operation == "redraw":
                 check(
-                    call("redraw", rng.randrange(num_classes), *controls(), api_name="/redraw")[-1], operation
+                    call("redraw", "/redraw", chosen_class=rng.randrange(num_classes), **controls())[-1], operation
                 )
             elif operation == "export":
-                check(exported_record(call("export", None, *controls(), api_name="/export")), operation)
+                check(exported_record(call("export", "/export", chosen_class=None, **controls())), operation)
             else:
                 bad = rng.choice(files.bad)
                 try:
-                    call("bad_upload", handle_file(str(bad)), *controls(), api_name="/analyze")
+                    call("bad_upload", "/analyze", image=handle_file(str(bad)), **controls())
                     tally.failures.append(f"user {user}: the broken upload {bad.name} was accepted")
                 except Exception as error:
                     if not one_line_refusal(error, bad):

@@ -35,7 +35,7 @@ TIMEOUT_MS = 60_000
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("browser")
-    checkpoint, examples = make_site(folder)
+    checkpoint, examples = make_site(folder, depth=6)  # a gallery of one full row
     with AppProcess(checkpoint, examples) as running:
         running.examples = examples
         yield running
@@ -84,6 +84,16 @@ def test_upload_an_example_and_move_the_threshold(server, page):
 
     boxes = box_pixels(shown(page, "#prediction"), shown(page, "#map-coupled"))
     assert near(boxes, PRED_COLOR) > 50 and near(boxes, GT_COLOR) > 50
+
+    # What the model knows stands above the image; the reading guide near the top and beside the maps.
+    assert "5 classes, 32x32 px input" in page.locator("#model-info").inner_text()
+    assert page.locator("#model-info").bounding_box()["y"] < page.locator("#image-input").bounding_box()["y"]
+    assert page.locator("#about").bounding_box()["y"] < page.locator("#image-input").bounding_box()["y"]
+    assert "M_c = A* x S_c" in page.locator("#short-about").inner_text()
+    # The gallery ends under its thumbnails, with no empty band below.
+    last = page.locator("#layer-gallery img").last.bounding_box()
+    gallery = page.locator("#layer-gallery").bounding_box()
+    assert gallery["y"] + gallery["height"] - (last["y"] + last["height"]) < 60
 
     slider = page.locator("#threshold input[data-testid=range-input]")
     area = slider.bounding_box()

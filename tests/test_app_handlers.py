@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
 import pytest
+import timm
+import torch
 from conftest import make_tiny_model, tiny_info
 from PIL import Image
 
 import app
 from tscam_core import CheckpointError, save_checkpoint
-from tscam_core.explorer import DISPLAY_SIDE, ExplainedImage, Explorer
+from tscam_core.explorer import DISPLAY_SIDE, ExampleSet, ExplainedImage, Explorer
+from tscam_core.model_zoo import IMAGENET_MODEL, ModelZoo
 from tscam_core.testing.bad_files import noise
 
 NAMES = ["shirt", "shoe", "bag", "dress", "coat"]
@@ -31,9 +35,14 @@ def model():
     return model
 
 
+def zoo_of(model) -> ModelZoo:
+    """A zoo of one model, listed as "tiny"."""
+    return ModelZoo(["tiny"], lambda _source: Explorer(model))
+
+
 @pytest.fixture
 def handlers(model, tmp_path) -> app.Handlers:
-    return app.Handlers(Explorer(model), export_root=tmp_path / "exports")
+    return app.Handlers(zoo_of(model), export_root=tmp_path / "exports")
 
 
 @pytest.fixture
@@ -51,7 +60,7 @@ def controls(class_index=None, **changes):
 
 def test_analyze_returns_every_view(handlers, photo, model):
     state, dropdown, top5, prediction, a_star, s_c, m_c, gallery, record, status = handlers.analyze(
-        photo, *CONTROLS
+        photo, "tiny", *CONTROLS
     )
     assert isinstance(state, ExplainedImage) and state.name == "photo.png"
     scores = [score for _, score in sorted(top5.items(), key=lambda kv: -kv[1])]
@@ -71,7 +80,7 @@ def test_analyze_returns_every_view(handlers, photo, model):
 
 
 def test_analyze_of_nothing_clears_the_page(handlers):
-    state, dropdown, *views, status = handlers.analyze(None, *CONTROLS)
+    state, dropdown, *views, status = handlers.analyze(None, "tiny", *CONTROLS)
     assert state is None and dropdown.choices == [] and status == ""
     assert all(v in (None, []) for v in views)
 
@@ -80,13 +89,13 @@ def test_bad_upload_is_a_clear_error(handlers, tmp_path, model):
     bad = tmp_path / "notes.jpg"
     bad.write_text("this is not a picture")
     with pytest.raises(gr.Error, match="notes.jpg: .*not an image"):
-        handlers.analyze(str(bad), *CONTROLS)
+        handlers.analyze(str(bad), "tiny", *CONTROLS)
     truncated = tmp_path / "cut.png"
     data = tmp_path / "ok.png"
     noise(64, 64).save(data)
     truncated.write_bytes(data.read_bytes()[:300])
     with pytest.raises(gr.Error, match="cut.png"):
-        handlers.analyze(str(truncated), *CONTROLS)
+        handlers.analyze(str(truncated), "tiny", *CONTROLS)
     assert model.calls == []
 
 
@@ -94,12 +103,12 @@ def test_converted_upload_says_so_in_the_status(handlers, tmp_path):
     cmyk = tmp_path / "print.jpg"
     noise(50, 50).convert("CMYK").save(cmyk)
     with pytest.warns(UserWarning, match="CMYK"):  # gr.Warning outside a running page
-        status = handlers.analyze(str(cmyk), *CONTROLS)[-1]
+        status = handlers.analyze(str(cmyk), "tiny", *CONTROLS)[-1]
     assert "CMYK" in status
 
 
 def test_threshold_moves_only_the_box_without_a_forward_pass(handlers, photo, model):
-    state = handlers.analyze(photo, *CONTROLS)[0]
+    state = handlers.analyze(photo, "tiny", *CONTROLS)[0]
     boxes = set()
     for threshold in (0.0, 0.5, 0.95):
         picture, record = handlers.redraw_box(state, *controls(threshold=threshold))
@@ -111,7 +120,7 @@ def test_threshold_moves_only_the_box_without_a_forward_pass(handlers, photo, mo
 
 
 def test_class_and_layer_changes_redraw_from_the_cache(handlers, photo, model):
-    state = handlers.analyze(photo, *CONTROLS)[0]
+    state = handlers.analyze(photo, "tiny", *CONTROLS)[0]
     second = state.ranked_classes(2)[1].index
     prediction, a_star, s_c, m_c, gallery, record = handlers.redraw(
         state, *controls(class_index=second, layer_mode="first", layer_count=1, colormap="viridis")
@@ -126,7 +135,7 @@ def test_class_and_layer_changes_redraw_from_the_cache(handlers, photo, model):
 
 
 def test_invalid_settings_from_an_api_client_are_clear_errors(handlers, photo):
-    state = handlers.analyze(photo, *CONTROLS)[0]
+    state = handlers.analyze(photo, "tiny", *CONTROLS)[0]
     with pytest.raises(gr.Error, match="outside 0..4"):
         handlers.redraw(state, *controls(class_index=7))
     with pytest.raises(gr.Error, match="colormap"):
@@ -135,17 +144,14 @@ def test_invalid_settings_from_an_api_client_are_clear_errors(handlers, photo):
         handlers.redraw(state, *controls(layer_count=9))
 
 
-def test_redraw_before_any_upload_shows_nothing(handlers):
-    with pytest.warns(UserWarning, match="Upload an image"):  # gr.Warning outside a running page
-        assert handlers.redraw(None, *controls()) == (None, None, None, None, [], None)
-    with pytest.warns(UserWarning, match="Upload an image"):
-        assert handlers.redraw_box(None, *controls()) == (None, None)
-    with pytest.raises(gr.Error, match="first"):
-        handlers.export(None, *controls())
+def test_redraw_before_any_upload_says_what_to_do(handlers):
+    for handler in (handlers.redraw, handlers.redraw_box, handlers.export):
+        with pytest.raises(gr.Error, match="No image in this session.*call /analyze first.*/explain_image"):
+            handler(None, *controls())
 
 
 def test_export_writes_the_overlay_png_and_the_json(handlers, photo):
-    state = handlers.analyze(photo, *CONTROLS)[0]
+    state = handlers.analyze(photo, "tiny", *CONTROLS)[0]
     png, record = handlers.export(state, *controls(threshold=0.3, colormap="magma"))
     assert png.endswith("photo-tscam.png") and record.endswith("photo-tscam.json")
     with Image.open(png) as picture:
@@ -163,21 +169,21 @@ def test_sessions_keep_their_own_image(handlers, tmp_path):
     for index, size in enumerate(((40, 30), (70, 50))):
         path = tmp_path / f"user{index}.png"
         noise(*size, seed=index).save(path)
-        states.append(handlers.analyze(str(path), *CONTROLS)[0])
+        states.append(handlers.analyze(str(path), "tiny", *CONTROLS)[0])
     for index, state in enumerate(states):
         record = handlers.redraw_box(state, *controls())[1]
         assert record["image"]["name"] == f"user{index}.png"
 
 
 def test_the_page_has_the_documented_endpoints(model, tmp_path):
-    demo = app.build_demo(Explorer(model))
+    demo = app.build_demo(zoo_of(model))
     names = {fn.api_name for fn in demo.fns.values()}
-    assert {"analyze", "redraw", "redraw_box", "export"} <= names
+    assert {"analyze", "choose_model", "redraw", "redraw_box", "export", "explain_image"} <= names
 
 
 def test_a_missing_checkpoint_stops_the_app_with_a_message(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="no checkpoint file"):
-        app.load_explorer(tmp_path / "missing.safetensors")
+        app.make_loader()(str(tmp_path / "missing.safetensors"))
     with pytest.raises(SystemExit, match="--checkpoint"):
         app.main(["--checkpoint", str(tmp_path / "missing.safetensors")])
 
@@ -185,14 +191,106 @@ def test_a_missing_checkpoint_stops_the_app_with_a_message(tmp_path, capsys):
 def test_load_explorer_skips_malformed_examples(model, tmp_path, capsys):
     checkpoint = save_checkpoint(model, model.info, tmp_path / "tiny.safetensors")
     (tmp_path / "examples.json").write_text('[{"file": 3}]')
-    explorer = app.load_explorer(checkpoint, tmp_path)
+    explorer = app.make_loader(app.load_example_sets(tmp_path))(str(checkpoint))
     assert explorer.examples == [] and "examples skipped" in capsys.readouterr().err
 
 
 def test_every_event_shares_one_concurrency_limit(model):
     """default_concurrency_limit is per listener: without one group, 4 listeners run 4 x 2 events at once."""
-    demo = app.build_demo(Explorer(model))
+    demo = app.build_demo(zoo_of(model))
     demo.queue(default_concurrency_limit=app.CONCURRENCY, max_size=app.QUEUE_SIZE)
-    handled = [fn for fn in demo.fns.values() if fn.api_name in {"analyze", "redraw", "redraw_box", "export"}]
-    assert len(handled) == 4
+    handled = [fn for fn in demo.fns.values() if fn.api_name in {"analyze", "choose_model", "redraw", "redraw_box", "export", "explain_image"}]
+    assert len(handled) == 6
     assert len({fn.concurrency_id for fn in handled}) == 1
+
+
+def test_a_class_is_accepted_by_name_or_by_index(handlers, photo):
+    state = handlers.analyze(photo, "tiny", *CONTROLS)[0]
+    by_index = handlers.redraw_box(state, *controls(class_index=2))[1]["prediction"]
+    assert handlers.redraw_box(state, *controls(class_index="bag"))[1]["prediction"] == by_index
+    assert handlers.redraw_box(state, *controls(class_index="2"))[1]["prediction"] == by_index
+    assert by_index["class_name"] == "bag"
+    with pytest.raises(gr.Error, match="no class named 'hat'"):
+        handlers.redraw(state, *controls(class_index="hat"))
+
+
+@pytest.fixture
+def two_models(model, tmp_path):
+    """The 5-class tiny model, and a 3-block one that knows other classes, with an example set for the first."""
+    other = make_tiny_model(seed=3, num_classes=3, depth=3)
+    other.info = dataclasses.replace(tiny_info(3, depth=3), class_names=["cat", "dog", "bird"])
+    explorers = {"tiny.safetensors": Explorer(model), "other.safetensors": Explorer(other)}
+    zoo = ModelZoo(list(explorers), explorers.__getitem__)
+    noise(30, 30).save(tmp_path / "bag.png")
+    (tmp_path / "examples.json").write_text('[{"file": "bag.png", "class_name": "bag"}]')
+    return app.Handlers(zoo, [ExampleSet.read(tmp_path / "examples.json")], export_root=tmp_path / "exports")
+
+
+def test_switching_the_model_explains_the_same_image_again(two_models, photo):
+    first = two_models.analyze(photo, "tiny.safetensors", *CONTROLS)[0]
+    info, examples_shown, mode, count, threshold, state, dropdown, *_, status = two_models.choose_model(
+        "other.safetensors", photo, "tscam", 0.5, "jet"
+    )
+    assert "other.safetensors" in info and "3 classes" in info and "cat; dog; bird" in info
+    assert examples_shown.visible is False  # the bag example is for the clothing model
+    assert mode == "last" and count.maximum == count.value == 3 and threshold == 0.1
+    assert state.name == first.name == "photo.png" and state.class_names == ["cat", "dog", "bird"]
+    assert state.depth == 3 and len(dropdown.choices) == 3 and "other.safetensors" in status
+    back = two_models.choose_model("tiny.safetensors", None, "tscam", 0.5, "jet")
+    assert back[1].visible is True and back[5] is None  # no image yet: nothing explained
+    with pytest.raises(gr.Error, match="no model 'absent'"):
+        two_models.choose_model("absent", photo, "tscam", 0.5, "jet")
+
+
+def test_the_page_says_what_the_model_knows_and_warns_on_a_low_score(handlers, photo, model):
+    outputs = handlers.analyze(photo, "tiny", *CONTROLS)
+    top5, status = outputs[2], outputs[-1]
+    assert max(top5.values()) > 0.5 and "Low score" not in status
+    with torch.no_grad():  # a head that favours no class: every class scores 1/5
+        for parameter in model.head.parameters():
+            parameter.zero_()
+    outputs = handlers.analyze(photo, "tiny", *CONTROLS)
+    top5, status = outputs[2], outputs[-1]
+    assert max(top5.values()) == pytest.approx(0.2)
+    assert "only 20.0%" in status and "may lie outside what it knows" in status
+    info = app.describe_model("tiny", handlers.zoo.get("tiny"))
+    assert "5 classes, 32x32 px input" in info and "shirt; shoe; bag; dress; coat" in info
+
+
+def test_explain_image_needs_no_session(handlers, photo):
+    answer = handlers.explain_image(photo, "tiny", chosen_class="bag", blocks="last:1", threshold=0.3)
+    assert answer["prediction"]["class_name"] == "bag" and answer["settings"]["blocks"] == [2]
+    assert answer["settings"]["threshold"] == 0.3 and answer["domain"].endswith("5 classes, 32x32 px input")
+    grids = answer["maps"]
+    assert set(grids) == {"A*", "S_c", "M_c"}
+    for grid in grids.values():
+        values = np.array(grid)
+        assert values.shape == (4, 4) and values.min() >= 0 and values.max() == 1
+    json.dumps(answer)  # plain JSON, no arrays
+    default = handlers.explain_image(photo, "tiny")
+    assert default["settings"]["threshold"] == 0.1 and default["settings"]["blocks"] == [1, 2]
+    with pytest.raises(gr.Error, match="block selection 'middle'"):
+        handlers.explain_image(photo, "tiny", blocks="middle")
+
+
+def test_the_space_set_up_in_the_docs_is_the_readmes_and_fits_this_checkout():
+    root = Path(app.__file__).parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    card = readme.split("---\n")[1]
+    documented = (root / "docs" / "demo.md").read_text(encoding="utf-8").split("   ```yaml\n")[1].split("   ```")[0]
+    assert "\n".join(line.removeprefix("   ") for line in documented.splitlines()).strip("-\n") == card.strip()
+    fields = dict(line.split(": ", 1) for line in card.splitlines() if ": " in line and not line.startswith(" "))
+    assert fields["sdk_version"] == gr.__version__ and f"gradio=={gr.__version__}" in (root / "requirements.txt").read_text()
+    assert (root / fields["app_file"]).is_file()
+    preloaded = card.split("preload_from_hub:\n")[1].splitlines()[0].strip("- ").split()
+    repo_id = timm.get_pretrained_cfg(IMAGENET_MODEL.removeprefix("timm:")).hf_hub_id
+    assert preloaded == [repo_id, "model.safetensors"]  # the file timm asks the hub for first
+
+
+def test_class_names_file_names_a_model_that_carries_none(tmp_path):
+    unnamed = save_checkpoint(make_tiny_model(), tiny_info(), tmp_path / "unnamed.safetensors")
+    (tmp_path / "names.txt").write_text("\n".join(NAMES) + "\n")
+    assert app.make_loader(class_names_file=tmp_path / "names.txt")(str(unnamed)).info.class_names == NAMES
+    (tmp_path / "three.txt").write_text("a\nb\nc\n")
+    with pytest.raises(CheckpointError, match="unnamed.safetensors: .*three.txt: 3 class names for a 5-class model"):
+        app.make_loader(class_names_file=tmp_path / "three.txt")(str(unnamed))

@@ -36,8 +36,14 @@ def server(tmp_path_factory):
         yield running
 
 
-def call(server, payload: dict) -> tuple[str, dict]:
-    return raw_http.call(server.url, payload, CONTROLS)
+ANALYZE = ("analyze", ("tiny.safetensors", *CONTROLS.values()))  # after the image: the model, the controls
+EXPLAIN = ("explain_image", ("tiny.safetensors", "", "all", None, "tscam"))  # model, class, blocks, threshold, variant
+
+
+def call(server, payload: dict, endpoint: tuple[str, tuple] = ANALYZE) -> tuple[str, dict]:
+    """The event stream's last event and its data, for an endpoint called with ``payload`` as the image."""
+    name, rest = endpoint
+    return raw_http.call(server.url, payload, rest, api=name)
 
 
 def assert_no_reader(fifo: Path) -> None:
@@ -105,3 +111,14 @@ def test_an_example_is_explained_as_the_page_sends_it(server):
     event, data = call(server, sample)
     assert event == "complete"
     assert data[-2]["ground_truth"]["boxes"] == [[8, 6, 40, 30]]
+
+
+def test_the_stateless_endpoint_opens_only_uploaded_files_too(server):
+    for path in server_paths(server.folder).values():
+        event, data = call(server, {"path": str(path)}, EXPLAIN)
+        assert event == "error" and data["error"] == NOT_UPLOADED, path
+    planted = server.cache / "planted"
+    planted.mkdir(parents=True, exist_ok=True)
+    noise(50, 40, seed=5).save(planted / "scripted.png")
+    event, data = call(server, {"path": str(planted / "scripted.png"), "meta": TAG}, EXPLAIN)
+    assert event == "complete" and data[0]["image"]["name"] == "scripted.png" and set(data[0]["maps"]) == {"A*", "S_c", "M_c"}

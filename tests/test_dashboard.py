@@ -198,6 +198,8 @@ def test_failure_browser_filters_pages_and_opens_live_maps(monkeypatch, folders)
     assert not app.exception, app.exception
     assert app.subheader[0].value.startswith(second_page[0])
     assert app.slider(key="detail_layers").max == DEPTH
+    # Every block, shown as the demo shows it: "last k" with k = depth.
+    assert app.slider(key="detail_layers").value == DEPTH and app.radio(key="detail_layer_mode").value == "last"
     app.slider(key="detail_threshold").set_value(0.5).run()
     row = frame[frame["image_id"] == second_page[0]].iloc[0]
     explained = Explorer(load_model(folders["checkpoint"])).explain(folders["root"] / "data" / row["image_path"])

@@ -30,6 +30,7 @@ def test_timm_classifier_with_local_weights(imagenet_classifier_file):
     model = load_model(f"timm:vit_tiny_patch16_224?file={path}")
     assert model.head_kind == "linear" and model.num_classes == 1000 and not model.training
     assert model.info.arch == "vit_tiny_patch16_224" and len(model.info.class_names) == 1000
+    assert model.info.class_names[:2] == ["tench, Tinca tinca", "goldfish, Carassius auratus"]
     assert model.info.transform.input_size == (224, 224)
     images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     explanation = model.explain(images)
@@ -147,3 +148,38 @@ def test_timm_weights_with_nan_are_refused(imagenet_classifier_file, tmp_path: P
     save_file(state, str(path))
     with pytest.raises(CheckpointError, match=r"tensor blocks\.3\.mlp\.fc1\.weight holds 1 NaN or infinite values"):
         load_model(f"timm:vit_tiny_patch16_224?file={path}")
+
+
+@pytest.fixture
+def unreachable_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A hub address nothing answers at, and an empty cache: the state of a machine without network."""
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def test_a_timm_source_without_the_hub_fails_at_once_and_says_how_to_pass_a_file(unreachable_hub: Path):
+    with pytest.raises(CheckpointError) as caught:
+        load_model("timm:deit_small_patch16_224")
+    message = str(caught.value)
+    assert "\n" not in message and "Hugging Face Hub is unreachable (127.0.0.1:9" in message
+    assert message.endswith("pass timm:deit_small_patch16_224?file=PATH")
+
+
+def test_a_timm_source_without_the_hub_uses_weights_already_cached(unreachable_hub: Path, imagenet_classifier_file):
+    classifier, path = imagenet_classifier_file
+    repo_id = timm.get_pretrained_cfg("vit_tiny_patch16_224").hf_hub_id
+    offline_hub_cache(unreachable_hub, repo_id, "model.safetensors", path.read_bytes())
+    model = load_model("timm:vit_tiny_patch16_224")
+    assert model.info.class_names[281] == "tabby, tabby cat"
+    images = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(model.explain(images).logits, classifier(images), atol=1e-5, rtol=1e-5)
+
+
+def test_a_hub_file_without_the_hub_says_so_in_one_line(unreachable_hub: Path):
+    with pytest.raises(CheckpointError, match=r"^hf://o/r/m.safetensors: .*Hub is unreachable .*m.safetensors is not "
+                                              r"in the local cache; .*pass its local path instead$"):
+        load_model("hf://o/r/m.safetensors")

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from tscam_core import COLORMAPS, DrawnBox, overlay
-from tscam_core.overlay import GT_COLOR, PRED_COLOR, colorize
+from tscam_core.overlay import GT_COLOR, PRED_COLOR, blend, colorize
 from tscam_core.testing.bad_files import noise
 
 
@@ -59,3 +59,31 @@ def test_bad_colormap_is_refused():
     with pytest.raises(ValueError, match="unknown colormap"):
         overlay(noise(8, 8), torch.rand(2, 2), colormap="rainbow-unicorn")
     assert "jet" in COLORMAPS
+
+
+def text_pixels(canvas: np.ndarray) -> int:
+    """Pixels of the white lettering (the tags are red or green, the background black)."""
+    return int((canvas.min(axis=2) > 200).sum())
+
+
+@pytest.mark.parametrize("box", [(380, 0, 448, 30), (0, 260, 60, 300), (420, 280, 448, 300)])
+def test_a_box_label_at_an_edge_is_drawn_whole_inside_the_image(box):
+    label = "tabby, tabby cat 87% IoU 0.91"
+    free = blend(np.zeros((300, 448, 3), np.uint8), None, [DrawnBox((150, 100, 250, 200), PRED_COLOR, label)])
+    edge = blend(np.zeros((300, 448, 3), np.uint8), None, [DrawnBox(box, PRED_COLOR, label)])
+    assert text_pixels(free) > 50
+    assert text_pixels(edge) == text_pixels(free)  # every letter drawn, none cut off by the border
+
+
+def test_a_label_sits_on_a_tag_of_its_box_colour_with_contrasting_text():
+    canvas = blend(np.zeros((300, 448, 3), np.uint8), None, [DrawnBox((100, 100, 200, 200), GT_COLOR, "GT", "bottom")])
+    below = canvas[201:230, 100:160]
+    assert (np.abs(below.astype(int) - GT_COLOR).sum(axis=2) == 0).sum() > 100  # the filled tag, under the box
+    assert text_pixels(below) > 10
+    assert text_pixels(canvas[70:100]) == 0  # nothing above the box
+
+
+def test_a_label_wider_than_the_image_is_shrunk_to_fit():
+    label = "a very long class name, with synonyms 100%"
+    small = blend(np.zeros((40, 60, 3), np.uint8), None, [DrawnBox((0, 0, 60, 40), PRED_COLOR, label)])
+    assert text_pixels(small) > 0 and text_pixels(small[:, -1:]) == 0  # lettering ends inside the image

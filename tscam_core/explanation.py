@@ -94,9 +94,15 @@ def _block_indices(blocks: object) -> tuple[int, ...]:
     return tuple(blocks)
 
 
+#: The block-selection controls' modes, the default first, with their labels: one default for the
+#: demo and the dashboard (every block, as in the paper, shown as "last k" with k = depth).
+LAYER_MODES: dict[str, str] = {"last": "last k blocks", "first": "first k blocks"}
+DEFAULT_LAYER_MODE = next(iter(LAYER_MODES))
+
+
 def blocks_of(mode: str, count: int, depth: int) -> Blocks:
     """The selection of a mode-and-count control: every block when ``count`` is the depth."""
-    if mode not in ("first", "last"):
+    if mode not in LAYER_MODES:
         raise ValueError(f"layer mode must be 'first' or 'last', got {mode!r}")
     if not 1 <= count <= depth:
         raise ValueError(f"layer count {count} is outside 1..{depth}")
@@ -107,6 +113,8 @@ def as_mode_and_count(blocks: Blocks, depth: int) -> tuple[str, int] | None:
     """``blocks`` as a mode-and-count control shows it, or None where it cannot (a scattered list)."""
     chosen = select_layers(depth, blocks)
     count = len(chosen)
+    if count == depth:
+        return (DEFAULT_LAYER_MODE, count)
     if chosen == list(range(count)):
         return ("first", count)
     if chosen == list(range(depth - count, depth)):

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .boxes import as_numpy, upsample_map
+from .boxes import as_numpy, normalize_map, upsample_map
 from .checkpoint import PAPER_THRESHOLD, ModelInfo
 from .errors import DatasetError, ImageError
 from .evaluate.scoring import ImageMaps, Protocol, score_images
@@ -229,7 +229,7 @@ class ExplainedImage:
         result = result or self.result(settings)
         drawn = []
         if self.truth is not None:
-            drawn += [DrawnBox(self._to_display(b), GT_COLOR, "GT") for b in self.truth.boxes]
+            drawn += [DrawnBox(self._to_display(b), GT_COLOR, "GT", "bottom") for b in self.truth.boxes]
         label = f"{result.class_name} {result.score:.0%}" + (
             "" if result.iou is None else f" IoU {result.iou:.2f}"
         )
@@ -246,6 +246,14 @@ class ExplainedImage:
                 colormap=settings.colormap,
                 alpha=settings.opacity,
             )
+            for variant, name in MAP_NAMES.items()
+        }
+
+    def map_grids(self, settings: Settings, digits: int = 4) -> dict[str, list[list[float]]]:
+        """A*, S_c and M_c of the selected class and blocks on the model's token grid (h x w, each scaled
+        to 0..1), as nested lists for a JSON answer."""
+        return {
+            name: np.round(normalize_map(self.cam(settings.shown(variant), settings)), digits).tolist()
             for variant, name in MAP_NAMES.items()
         }
 
@@ -319,8 +327,61 @@ class ExplainedImage:
 
 
 def _public_source(source: str) -> str:
-    """A checkpoint's source without the server's directories (a file's name; timm: and hf:// as they are)."""
-    return source if "://" in source or source.startswith("timm:") else Path(source).name
+    """A checkpoint's source without the server's directories (a file's name, also in timm:NAME?file=;
+    hf:// as it is)."""
+    if source.startswith("timm:"):
+        name, _, weights = source.partition("?file=")
+        return f"{name}?file={Path(weights).name}" if weights else name
+    return source if "://" in source else Path(source).name
+
+
+#: Keys an example may name its class by.
+CLASS_KEYS = ("class", "class_name", "class_index")
+
+
+@dataclass(frozen=True)
+class ExampleSet:
+    """The entries of one ``examples.json``: images for the models that know the classes they name."""
+
+    source: Path
+    entries: tuple[Any, ...]
+
+    @classmethod
+    def read(cls, path: str | Path) -> ExampleSet:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise DatasetError(f"not readable JSON ({error})", str(path)) from error
+        entries = data.get("examples") if isinstance(data, dict) else data
+        if not isinstance(entries, list):
+            raise DatasetError("expected a list of examples", str(path))
+        examples = cls(path, tuple(entries))
+        examples.examples([])  # every entry checked once, whatever model it is shown with
+        return examples
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.source.parent / entry["file"] for entry in self.entries]
+
+    def fits(self, class_names: Sequence[str]) -> bool:
+        """Whether a model with ``class_names`` should offer these examples: it knows every class they
+        name (a set that names none fits every model)."""
+        return all(
+            example.truth.class_index is not None
+            for entry, example in zip(self.entries, self.examples(class_names), strict=True)
+            if any(key in entry for key in CLASS_KEYS)
+        )
+
+    def examples(self, class_names: Sequence[str]) -> list[Example]:
+        return [_example(entry, number, self.source, class_names) for number, entry in enumerate(self.entries, 1)]
+
+
+def read_example_sets(folder: str | Path) -> list[ExampleSet]:
+    """The example sets of ``folder``: its ``examples.json`` and those of its subfolders, in name order."""
+    folder = Path(folder)
+    paths = [folder / "examples.json", *sorted(folder.glob("*/examples.json"))]
+    return [ExampleSet.read(path) for path in paths if path.is_file()]
 
 
 def read_examples(folder: str | Path, class_names: Sequence[str]) -> list[Example]:
@@ -331,16 +392,7 @@ def read_examples(folder: str | Path, class_names: Sequence[str]) -> list[Exampl
     image's pixels (half-open); ``"class"`` may stand for either class key.
     """
     path = Path(folder) / "examples.json"
-    if not path.is_file():
-        return []
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DatasetError(f"not readable JSON ({error})", str(path)) from error
-    entries = data.get("examples") if isinstance(data, dict) else data
-    if not isinstance(entries, list):
-        raise DatasetError("expected a list of examples", str(path))
-    return [_example(entry, number, path, class_names) for number, entry in enumerate(entries, 1)]
+    return ExampleSet.read(path).examples(class_names) if path.is_file() else []
 
 
 def _example(entry: Any, number: int, source: Path, class_names: Sequence[str]) -> Example:

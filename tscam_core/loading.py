@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 
+from .catalog import imagenet_names, official_names, placeholder_names
 from .checkpoint import (
     Family,
     ModelInfo,
@@ -23,6 +25,7 @@ from .checkpoint import (
 )
 from .cnn_cam import CNNCAM
 from .errors import CheckpointError
+from .hub import cached_file, download, unreachable_reason
 from .model import TSCAM, create_tscam
 from .transforms import Preprocess
 
@@ -76,6 +79,7 @@ def _from_file(path: Path, arch: str | None, timm_kwargs: dict[str, Any] | None,
     else:
         state = official_state_dict(read_torch_file(path), str(path))
         info = infer_official_info(state, str(path))
+        info.class_names = official_names(info.num_classes) or info.class_names
         if arch is not None:
             info.arch, info.timm_kwargs = arch, dict(timm_kwargs or {})
     check_family(info, family, str(path))
@@ -102,6 +106,8 @@ def _from_timm(spec: str) -> TSCAM:
             check_weights_file(Path(weights))
         except CheckpointError as error:
             raise CheckpointError(f"{TIMM_PREFIX}{spec}: {error}") from error
+    else:
+        weights = _cached_timm_weights(name, spec)
     try:
         model = create_tscam(name, num_classes=None, head_kind="linear", pretrained=True, pretrained_file=weights)
     except Exception as error:  # timm's loaders raise anything from RuntimeError to hub errors; name the source
@@ -112,7 +118,7 @@ def _from_timm(spec: str) -> TSCAM:
     size = tuple(config.get("input_size", (3, 224, 224))[1:])
     model.info = ModelInfo(
         arch=name, num_classes=model.num_classes, head_kind="linear",
-        class_names=_imagenet_names(model.num_classes),
+        class_names=list(imagenet_names(model.num_classes) or placeholder_names(model.num_classes)),
         preprocess=Preprocess(size, size, tuple(config.get("mean")), tuple(config.get("std"))).to_config(),
         recipe={"origin": f"timm pretrained classifier {name}"}, source=f"{TIMM_PREFIX}{spec}",
     )
@@ -120,30 +126,37 @@ def _from_timm(spec: str) -> TSCAM:
 
 
 def model_pretrained_config(name: str) -> dict[str, Any]:
-    import timm
-
     return timm.get_pretrained_cfg(name).to_dict() if timm.get_pretrained_cfg(name) else {}
 
 
-def _imagenet_names(num_classes: int) -> list[str]:
-    if num_classes != 1000:
-        return [f"class {i}" for i in range(num_classes)]
-    from timm.data import ImageNetInfo
-
-    info = ImageNetInfo()
-    return [info.index_to_description(i) for i in range(num_classes)]
+def _cached_timm_weights(name: str, spec: str) -> str | None:
+    """None where the hub is reachable (timm downloads the weights); else the weights from the local
+    cache, or one CheckpointError saying so and how to pass a local file."""
+    reason = unreachable_reason()
+    if reason is None:
+        return None
+    config = timm.get_pretrained_cfg(name) if timm.is_model(name) else None
+    hub_id = getattr(config, "hf_hub_id", None)
+    if hub_id:
+        repo_id, _, revision = hub_id.partition("@")
+        found = cached_file(repo_id, ("model.safetensors", "pytorch_model.bin"), revision or None)
+        if found is not None:
+            return found
+    raise CheckpointError(
+        f"{TIMM_PREFIX}{spec}: the Hugging Face Hub is unreachable ({reason}) and the weights are not in the "
+        f"local cache; download them where the hub is reachable and pass {TIMM_PREFIX}{name}?file=PATH"
+    )
 
 
 def _download_from_hub(url: str) -> str:
     parts = url[len(HF_PREFIX):].split("/")
     if len(parts) < 3 or not all(parts):
         raise CheckpointError(f"{url}: expected hf://owner/repo/path/to/checkpoint")
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as error:
-        raise CheckpointError("hf:// sources need the huggingface_hub package") from error
     repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
     try:
-        return hf_hub_download(repo_id=repo_id, filename=filename)
+        return download(repo_id, filename)
+    except LookupError as error:
+        raise CheckpointError(f"{url}: could not fetch from the Hugging Face Hub: {error}; download the file "
+                              "where the hub is reachable and pass its local path instead") from error
     except Exception as error:  # the hub's own errors differ across versions; name the source
         raise CheckpointError(f"{url}: could not fetch from the Hugging Face Hub ({error})") from error

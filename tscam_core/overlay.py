@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -33,6 +34,7 @@ class DrawnBox:
     box: Sequence[float]
     color: tuple[int, int, int] = PRED_COLOR
     label: str = ""
+    label_at: Literal["top", "bottom"] = "top"  # the edge the label sits on: two boxes' labels stay apart
 
 
 def colorize(cam: np.ndarray | Tensor, size: tuple[int, int], colormap: str = "jet") -> np.ndarray:
@@ -79,11 +81,37 @@ def blend(pixels: np.ndarray, cam: np.ndarray | Tensor | None, boxes: Iterable[D
         x0, y0, x1, y1 = (int(round(v)) for v in drawn.box)
         cv2.rectangle(canvas, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), drawn.color, thickness)
         if drawn.label:
-            scale = max(0.35, min(canvas.shape[:2]) / 600)
-            weight = max(1, thickness // 2)
-            (_, height), _ = cv2.getTextSize(drawn.label, cv2.FONT_HERSHEY_SIMPLEX, scale, weight)
-            # Above the box where it fits, else just inside its top edge: never cut off by the image border.
-            baseline = y0 - 3 if y0 - 3 >= height else min(y0 + height + 3, canvas.shape[0] - 2)
-            cv2.putText(canvas, drawn.label, (x0 + 2, baseline), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                        drawn.color, weight, cv2.LINE_AA)
+            draw_label(canvas, drawn.label, (x0, y0, x1, y1), drawn.color, drawn.label_at)
     return canvas
+
+
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def draw_label(canvas: np.ndarray, text: str, box: tuple[int, int, int, int], color: tuple[int, int, int],
+               at: Literal["top", "bottom"] = "top") -> None:
+    """``text`` on a filled tag of ``color`` at the box's top (or bottom) edge, outside the box where
+    there is room, else inside it; always wholly inside the image, shrunk to fit its width."""
+    height, width = canvas.shape[:2]
+    scale = max(0.35, min(height, width) / 600)
+    pad = max(1, round(scale * 4))
+    (text_width, text_height), baseline = cv2.getTextSize(text, FONT, scale, 1)
+    while text_width + 2 * pad > width and scale > 0.2:
+        scale *= 0.9
+        (text_width, text_height), baseline = cv2.getTextSize(text, FONT, scale, 1)
+    tag_width, tag_height = text_width + 2 * pad, text_height + baseline + 2 * pad
+    x0, y0, x1, y1 = box
+    if at == "top":
+        top = y0 - tag_height if y0 >= tag_height else y0
+    else:
+        top = y1 if y1 + tag_height <= height else y1 - tag_height
+    top = min(max(top, 0), max(0, height - tag_height))
+    left = min(max(x0, 0), max(0, width - tag_width))
+    cv2.rectangle(canvas, (left, top), (left + tag_width - 1, top + tag_height - 1), color, cv2.FILLED)
+    cv2.putText(canvas, text, (left + pad, top + pad + text_height), FONT, scale, text_color(color), 1, cv2.LINE_AA)
+
+
+def text_color(background: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black on a light tag, white on a dark one (ITU-R BT.601 luma)."""
+    red, green, blue = background
+    return (0, 0, 0) if 0.299 * red + 0.587 * green + 0.114 * blue > 140 else (255, 255, 255)
