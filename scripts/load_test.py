@@ -369,7 +369,7 @@ def run(checkpoint: str, users: int, duration_s: float) -> dict:
             wall = time.monotonic() - started
             time.sleep(SETTLE_S)
             rss_end = server.rss_bytes()
-            raw = raw_refusals(server, workdir, ("last", 1, 0.1, "tscam", 0.5, "jet"))
+            raw = raw_refusals(server, workdir, (Path(checkpoint).name, "last", 1, 0.1, "tscam", 0.5, "jet"))
             log = server.log_tail(10**8)
         every = [s for values in tally.latencies.values() for s in values]
         return {
