@@ -126,6 +126,12 @@ def cam_threshold(args: argparse.Namespace, info: ModelInfo) -> float:
     return info.default_threshold()[0]
 
 
+def in_repo(path: str) -> str:
+    """``path`` relative to the repository where it lies inside it: the document names no machine's folders."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else path
+
+
 def map_flags(spec: MapSpec) -> list[str]:
     """The evaluation command's options that select ``spec``."""
     layers = spec.blocks if isinstance(spec.blocks, str) else ",".join(map(str, spec.blocks)) + ","
@@ -313,7 +319,7 @@ def render(results: Results, command: list[str], script_command: str, figure: Pa
         "",
         f"- checkpoint: `{ckpt['source']}` (sha256 `{(ckpt.get('sha256') or '?')[:16]}...`), {ckpt['arch']}, "
         f"{ckpt.get('depth', '?')} blocks, {ckpt['num_classes']} classes",
-        f"- dataset: `{data['path']}` ({data['kind']}), split `{data['split']}`, {data['num_images']} images",
+        f"- dataset: `{in_repo(data['path'])}` ({data['kind']}), split `{data['split']}`, {data['num_images']} images",
         f"- settings: CAM threshold {s['settings']['cam_threshold']} (unless given, the one the checkpoint's "
         f"training chose on its validation split, held out of the training images), Top-1/Top-5 Loc at IoU > "
         f"{s['settings']['iou_threshold']} and GT-known Loc at IoU >= {s['settings']['iou_threshold']} (the official "

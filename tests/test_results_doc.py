@@ -137,3 +137,9 @@ def test_reuse_keeps_only_a_run_of_the_same_images(trained, tmp_path, monkeypatc
         script.run_evaluation(argparse.Namespace(**{**vars(args), **changed}), str(checkpoint), out, 0.3)
         assert len(ran) == 1, changed  # other images or another protocol: evaluated again
         ran.clear()
+
+
+def test_the_document_names_data_inside_the_repository_by_relative_path(tmp_path):
+    script = load_script()
+    assert script.in_repo(str(script.REPO / "data" / "fashion-cluttered")) == "data/fashion-cluttered"
+    assert script.in_repo(str(tmp_path)) == str(tmp_path)  # elsewhere: as recorded
