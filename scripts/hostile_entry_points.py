@@ -105,8 +105,11 @@ def evaluate_cli(args: list[str]) -> Answer:
     """``python -m tscam_core.evaluate ARGS`` in a process of its own, classified, with its own resident peak."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     started = time.perf_counter()
+    # stderr to a file, not a pipe: the progress bar of a slow run would fill a pipe nobody reads
+    # until the end, and the child would block on it: a hang of the probe's own making.
+    log = tempfile.TemporaryFile(mode="w+")
     process = subprocess.Popen([sys.executable, "-m", "tscam_core.evaluate", *args], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.DEVNULL, stderr=log, text=True)
     deadline, hung = time.monotonic() + HANG_S, False
     while True:  # wait4, not poll: poll would reap the child and lose its resource usage
         pid, status, usage = os.wait4(process.pid, os.WNOHANG)
@@ -119,7 +122,9 @@ def evaluate_cli(args: list[str]) -> Answer:
             break
         time.sleep(0.05)
     process.returncode = os.waitstatus_to_exitcode(status)
-    err = process.stderr.read()
+    log.seek(0)
+    err = log.read()
+    log.close()
     seconds = time.perf_counter() - started
     peak = usage.ru_maxrss / 1024
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
