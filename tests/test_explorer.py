@@ -27,7 +27,7 @@ from tscam_core.explorer import (
     read_examples,
 )
 from tscam_core.images import load_image
-from tscam_core.metrics import box_iou
+from tscam_core.overlaps import box_iou
 from tscam_core.overlay import GT_COLOR, PRED_COLOR
 from tscam_core.testing.bad_files import (
     ascii_orientation_jpeg,
