@@ -36,16 +36,9 @@ from tscam_core import (
     load_model,
 )
 from tscam_core.catalog import domain_of, find_class, has_names, outside_domain_note, read_class_names
+from tscam_core.examples import Example, ExampleSet, read_example_sets
 from tscam_core.explanation import DEFAULT_LAYER_MODE, LAYER_MODES, blocks_of
-from tscam_core.explorer import (
-    Example,
-    ExampleSet,
-    ExplainedImage,
-    Explorer,
-    Settings,
-    default_threshold,
-    read_example_sets,
-)
+from tscam_core.explorer import ExplainedImage, Explorer, Settings, default_threshold
 from tscam_core.model_zoo import MODELS_VARIABLE, ModelZoo, default_sources, sources_from_environment
 
 HERE = Path(__file__).resolve().parent

@@ -15,8 +15,9 @@ import streamlit as st
 from dashboard.runs import Run
 from tscam_core import dashboard_data as data
 from tscam_core.errors import TSCAMError
+from tscam_core.examples import GroundTruth
 from tscam_core.explanation import LAYER_MODES, as_mode_and_count, blocks_of
-from tscam_core.explorer import MAP_NAMES, ExplainedImage, Explorer, GroundTruth, Settings
+from tscam_core.explorer import MAP_NAMES, ExplainedImage, Explorer, Settings
 from tscam_core.loading import load_model
 from tscam_core.summary import ERROR_LABELS, ERROR_MEANINGS
 

@@ -13,7 +13,8 @@ from PIL import Image
 from tscam_core.evaluate.scoring import ImageRecord, make_record
 from tscam_core.evaluate.settings import EvalSettings
 from tscam_core.evaluate.summary import Accumulators, ImageInfo, layer_name, run_summary
-from tscam_core.metrics import Overlap, cam_thresholds
+from tscam_core.metrics import cam_thresholds
+from tscam_core.overlaps import Overlap
 from tscam_core.overlay import GT_COLOR, PRED_COLOR, DrawnBox, overlay
 from tscam_core.results import Results, write_results
 from tscam_core.transforms import Preprocess

@@ -39,8 +39,9 @@ from tscam_core.errors import TSCAMError
 from tscam_core.explanation import MapSpec
 from tscam_core.files import file_sha256
 from tscam_core.loading import load_model
-from tscam_core.metrics import BOX_CONVENTIONS, CAM_CURVE_INTERVAL, DEFAULT_BOX_CONVENTION
+from tscam_core.metrics import CAM_CURVE_INTERVAL
 from tscam_core.model import TSCAM
+from tscam_core.overlaps import BOX_CONVENTIONS, DEFAULT_BOX_CONVENTION
 from tscam_core.recipes import TrainConfig
 from tscam_core.results import Results, load_results
 from tscam_core.summary import FAILURE_TYPES, METRICS, Metric

@@ -17,7 +17,8 @@ from PIL import Image
 
 import app
 from tscam_core import CheckpointError, save_checkpoint
-from tscam_core.explorer import DISPLAY_SIDE, ExampleSet, ExplainedImage, Explorer
+from tscam_core.examples import ExampleSet
+from tscam_core.explorer import DISPLAY_SIDE, ExplainedImage, Explorer
 from tscam_core.model_zoo import IMAGENET_MODEL, ModelZoo
 from tscam_core.testing.bad_files import noise
 

@@ -34,7 +34,7 @@ from tscam_core import (
 from tscam_core.checkpoint import METADATA_KEY
 from tscam_core.datasets import open_dataset
 from tscam_core.evaluate import EvalSettings, evaluate, main
-from tscam_core.metrics import box_iou
+from tscam_core.overlaps import box_iou
 from tscam_core.recipes import PRESETS, preset_config
 from tscam_core.results import load_results
 from tscam_core.testing.tiny_training import make_dataset, tiny_config

@@ -25,7 +25,8 @@ from dashboard.runs import ROOT_VARIABLE, command_line
 from dashboard.synthetic import write_synthetic
 from tscam_core import MapSpec, save_checkpoint
 from tscam_core import dashboard_data as data
-from tscam_core.explorer import Explorer, GroundTruth, Settings
+from tscam_core.examples import GroundTruth
+from tscam_core.explorer import Explorer, Settings
 from tscam_core.loading import load_model
 from tscam_core.results import load_results
 from tscam_core.summary import parse_summary

@@ -29,11 +29,8 @@ from tscam_core.boxes import upsample_map
 from tscam_core.datasets import TorchWSOL, collate, open_dataset
 from tscam_core.evaluate import EvalSettings, ScoringPool, evaluate, main, parse_layers, runner, scoring
 from tscam_core.evaluate import settings as settings_module
-from tscam_core.metrics import (
-    box_iou,
-    cam_thresholds,
-    maxboxacc_boxes,
-)
+from tscam_core.metrics import cam_thresholds
+from tscam_core.overlaps import box_iou, maxboxacc_boxes
 from tscam_core.overlay import GT_COLOR, PRED_COLOR, DrawnBox, overlay
 from tscam_core.results import PARTIAL_THUMBNAIL_DIR, load_results
 from tscam_core.testing.bad_files import encode, noise

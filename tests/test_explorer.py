@@ -13,21 +13,18 @@ from conftest import TINY_CLASSES, make_tiny_model, tiny_info
 from PIL import Image
 
 from tscam_core import DatasetError, Explanation, ImageError, MapSpec, Preprocess, predict_box
+from tscam_core.examples import GroundTruth, read_examples
 from tscam_core.explanation import blocks_of
 from tscam_core.explorer import (
     DISPLAY_SIDE,
-    MAX_COUNTED_FRAMES,
     PAPER_THRESHOLD,
     ExplainedImage,
     Explorer,
-    GroundTruth,
     Settings,
-    conversion_notes,
     default_threshold,
-    read_examples,
 )
-from tscam_core.images import load_image
-from tscam_core.metrics import box_iou
+from tscam_core.images import MAX_COUNTED_FRAMES, conversion_notes, load_image
+from tscam_core.overlaps import box_iou
 from tscam_core.overlay import GT_COLOR, PRED_COLOR
 from tscam_core.testing.bad_files import (
     ascii_orientation_jpeg,

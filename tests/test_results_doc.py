@@ -12,7 +12,7 @@ from tscam_core.boxes import predict_box
 from tscam_core.datasets import TorchWSOL, collate
 from tscam_core.explanation import MapSpec
 from tscam_core.loading import load_model
-from tscam_core.metrics import box_iou
+from tscam_core.overlaps import box_iou
 from tscam_core.testing.tiny_training import ROOT, make_dataset, tiny_config
 from tscam_core.training import holdout_split, open_dataset, train
 

@@ -6,7 +6,7 @@ Boxes are ``[x, y, x + w, y + h]`` from ``cv2.boundingRect``, as the official co
 (``get_bboxes`` in TS-CAM's ``lib/cams_deit.py``): the mask's bounding box with half-open extents
 (see ``transforms``). The metrics count their pixels inclusively by default, as both reference
 codes' IoU does, which makes such a box one column and one row wider than the pixels it bounds
-(``tscam_core.metrics``).
+(``tscam_core.overlaps``).
 
 "Every contour" means what it does in Choe et al.'s reference code (``cv2.RETR_TREE``): the outer
 border of each region, and also the border of each hole in a region and each region inside a

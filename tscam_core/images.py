@@ -222,3 +222,48 @@ def to_rgb(image: Image.Image) -> Image.Image:
             out.paste(band, (0, start), band)
         return out
     return image.convert("RGB")
+
+
+#: Frames counted for the note on an animation: beyond, "more than" (a GIF may hold a million 1-pixel frames).
+MAX_COUNTED_FRAMES = 1000
+
+
+def conversion_notes(data: bytes) -> list[str]:
+    """What ``load_image`` changed in a readable file, read from its header, for the user to know.
+
+    The conversion, the EXIF orientation and the frames are judged by the rules ``load_image``
+    follows (``conversion_note``, ``orientation``), so a note says only what was done.
+    """
+    with Image.open(io.BytesIO(data)) as image:
+        notes = []
+        try:  # counting frames reads every frame's header: a later frame may be damaged, the first was fine
+            frames = count_frames(image, MAX_COUNTED_FRAMES)
+        except (*DECODE_ERRORS, KeyError):
+            notes.append("image with several frames, some damaged: the first frame is explained")
+            frames = 1
+        if frames is None:
+            notes.append(f"animated image with more than {MAX_COUNTED_FRAMES:,} frames: the first frame is explained")
+        elif frames > 1:
+            notes.append(f"animated image with {frames} frames: the first frame is explained")
+        note = conversion_note(image)
+        if note is not None:
+            notes.append(note)
+        if orientation(image) is not None:
+            notes.append("EXIF orientation applied: the image is shown upright")
+    return notes
+
+
+def count_frames(image: Image.Image, limit: int) -> int | None:
+    """How many frames ``image`` holds, or None where it holds more than ``limit`` (counting stops
+    there); leaves the image at its first frame."""
+    if not getattr(image, "is_animated", False):
+        return 1
+    try:
+        for frame in range(2, limit + 1):
+            try:
+                image.seek(frame)
+            except EOFError:
+                return frame
+        return None
+    finally:
+        image.seek(0)

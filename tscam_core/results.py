@@ -32,7 +32,7 @@ from .files import atomic_write
 from .summary import CRITERIA, REQUIRED_METRICS, SUMMARY_FILE, Summary, parse_summary
 
 FORMAT_NAME = "tscam-results"
-#: 2: scored with the reference codes' conventions (tscam_core.metrics) and settings.box_convention
+#: 2: scored with the reference codes' conventions (tscam_core.metrics, tscam_core.overlaps) and settings.box_convention
 #: recorded; version 1 folders counted box pixels half-open and are read no more: re-run the evaluation.
 FORMAT_VERSION = 2
 TABLE_FILE = "per_image.parquet"

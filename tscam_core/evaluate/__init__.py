@@ -9,8 +9,8 @@ input size by ``boxes.upsample_map``. The per-image table reports boxes in the o
 (``Preprocess.boxes_to_original``). With a center crop in the checkpoint's preprocessing, GT boxes
 are clipped to the crop, as they would be in the official code.
 
-Protocol: every default is the reference code's (``tscam_core.metrics`` names each convention and its
-source file): IoU counts box pixels inclusively; Top-1/Top-5 Loc need IoU > 0.5 and GT-known Loc
+Protocol: every default is the reference code's (``tscam_core.metrics`` and ``tscam_core.overlaps`` name each
+convention and its source file): IoU counts box pixels inclusively; Top-1/Top-5 Loc need IoU > 0.5 and GT-known Loc
 IoU >= 0.5 (TS-CAM ``lib/cams_deit.py``); Algorithm 1 judges Part and More on the GT box of highest IoU;
 MaxBoxAccV2 and PxAP sweep ``np.arange(0, 1, 0.001)`` (wsolevaluation ``evaluation.py``).
 ``--box-convention half_open`` and ``--cam-curve-interval 0.01`` are options, recorded in

@@ -12,7 +12,8 @@ from ..datasets import open_dataset
 from ..errors import TSCAMError
 from ..explanation import CAM_VARIANTS, VARIANTS, Blocks, MapSpec, variants_for
 from ..loading import load_model
-from ..metrics import BOX_CONVENTIONS, CAM_CURVE_INTERVAL, DEFAULT_BOX_CONVENTION
+from ..metrics import CAM_CURVE_INTERVAL
+from ..overlaps import BOX_CONVENTIONS, DEFAULT_BOX_CONVENTION
 from ..results import Results
 from ..summary import METRICS
 from .runner import evaluate

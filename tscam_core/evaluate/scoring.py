@@ -20,17 +20,14 @@ from typing import Literal
 import numpy as np
 
 from ..boxes import box_from_map, boxes_from_map, contour_sweeps, largest_boxes, upsample_grays, upsample_map
-from ..metrics import (
+from ..metrics import Hits, error_type, hits, score_histograms
+from ..overlaps import (
     DEFAULT_BOX_CONVENTION,
     BoxConvention,
-    Hits,
     Overlap,
     box_iou,
-    error_type,
     grouped_max_ious,
-    hits,
     maxboxacc_boxes,
-    score_histograms,
     sweeps_best_ious,
 )
 

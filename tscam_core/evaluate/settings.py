@@ -9,7 +9,8 @@ from functools import cached_property
 from typing import Literal
 
 from ..explanation import MapSpec
-from ..metrics import BOX_CONVENTIONS, CAM_CURVE_INTERVAL, DEFAULT_BOX_CONVENTION, BoxConvention
+from ..metrics import CAM_CURVE_INTERVAL
+from ..overlaps import BOX_CONVENTIONS, DEFAULT_BOX_CONVENTION, BoxConvention
 
 
 def default_loader_workers() -> int:
