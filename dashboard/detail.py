@@ -18,6 +18,7 @@ from tscam_core.errors import TSCAMError
 from tscam_core.explanation import as_mode_and_count, blocks_of
 from tscam_core.explorer import MAP_NAMES, ExplainedImage, Explorer, GroundTruth, Settings
 from tscam_core.loading import load_model
+from tscam_core.summary import ERROR_LABELS, ERROR_MEANINGS
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the checkpoint…")
@@ -47,7 +48,7 @@ def explain_row(run: Run, row: dict) -> ExplainedImage:
 def show(run: Run, row: dict) -> None:
     """Stored facts of the image, then its live maps with threshold, layer and class controls."""
     st.subheader(f"{row['image_id']}: {row['gt_name']}, predicted {row['pred_name']} ({row['confidence']:.1%})")
-    st.caption(f"Stored by the evaluation: IoU {row['iou']:.3f}, error type {row['error_type']}, "
+    st.caption(f"Stored by the evaluation: IoU {row['iou']:.3f}, error type {ERROR_LABELS[row['error_type']]} ({ERROR_MEANINGS[row['error_type']]}), "
                f"GT-known IoU {row['gt_known_iou']:.3f}.")
     try:
         explained = explain_row(run, row)

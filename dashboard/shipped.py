@@ -30,7 +30,8 @@ def make(progress: Callable[[str], None] = print) -> Path:
 
     checkpoint, benchmark, out = CHECKPOINT, BENCHMARK, runs.SHIPPED_RUN
     if not checkpoint.is_file():
-        raise FileNotFoundError(f"the shipped checkpoint {checkpoint} is missing")
+        raise FileNotFoundError(f"the shipped checkpoint {checkpoint} is missing (train it: "
+                                "python train/run.py --preset fashion)")
     model = load_model(checkpoint)
     # The test split the checkpoint was trained and scored for, from the recipe in its metadata.
     config = dataclasses.replace(benchmark_config(TrainConfig.from_recipe(model.info.recipe)), train=0)
@@ -47,30 +48,43 @@ def make(progress: Callable[[str], None] = print) -> Path:
 
 
 def is_current() -> bool:
-    """Whether the shipped run exists and was made from the shipped checkpoint as it is now (a
-    checkpoint replaced since, say by a new training run, makes it stale)."""
+    """Whether the shipped run exists, in this version's results format, and was made from the shipped
+    checkpoint as it is now (a checkpoint replaced since, say by a new training run, makes it stale)."""
     from tscam_core.evaluate import file_sha256
+    from tscam_core.results import FORMAT_VERSION
 
     try:
         summary = json.loads((runs.SHIPPED_RUN / "summary.json").read_text())
-        return summary["checkpoint"]["sha256"] == file_sha256(CHECKPOINT)
+        return (summary["format_version"] == FORMAT_VERSION
+                and summary["checkpoint"]["sha256"] == file_sha256(CHECKPOINT))
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
+#: What a visitor runs in a terminal to make the shipped results, and see the same error if it fails.
+MAKE_COMMAND = "python -m dashboard.shipped"
+
+
 def make_with_progress() -> bool:
-    """``make`` inside a Streamlit status box; a failure is shown there, never raised. True when made."""
+    """``make`` inside a Streamlit status box; a failure is shown below it, with its reason and the
+    command that makes the results by hand, never raised. True when made."""
     import streamlit as st
 
+    failure: Exception | None = None
     with st.status("Making the shipped results (first start only)…", expanded=True) as status:
         try:
             make(st.write)
         except Exception as error:  # any failure must end as a message in the page, the app still usable
-            status.update(label="The shipped results could not be made", state="error")
-            st.error(f"{error}. Pick a results folder in the sidebar instead.")
-            return False
-        status.update(label="Shipped results ready", state="complete", expanded=False)
-    return True
+            failure = error
+            status.update(label="The shipped results could not be made", state="error", expanded=False)
+        else:
+            status.update(label="Shipped results ready", state="complete", expanded=False)
+    if failure is not None:
+        st.error(f"The shipped results could not be made: {failure}")
+        st.markdown("Fix that, then make them from a terminal (it prints the same reason if it fails again) "
+                    "and reload this page, or pick a results folder in the sidebar:")
+        st.code(MAKE_COMMAND, language="bash")
+    return failure is None
 
 
 def main() -> int:

@@ -38,8 +38,7 @@ from tscam_core.evaluate import EvalSettings, evaluate, main
 from tscam_core.metrics import box_iou
 from tscam_core.recipes import PRESETS, preset_config
 from tscam_core.results import load_results
-from tscam_core.training import build_model as build_training_model
-from tscam_core.training import train
+from tscam_core.training import build_training_model, train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CNN = {"channels": [8, 16, 32, 64], "stem_width": 8, "output_stride": 8}

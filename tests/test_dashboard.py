@@ -168,6 +168,10 @@ def test_overview_shows_each_runs_metrics_and_charts(monkeypatch, folders):
     assert {t["name"] for t in layers["data"]} >= {"run_a, GT-known", "run_b, Top-1"}
     app.selectbox(key="per_class_run").select("run_b").run()
     assert "run_b" in chart(app, "chart_per_class")["layout"]["title"]["text"]
+    # Every error-type name shown in the charts is explained in one line on the page.
+    legend = app.expander[1].markdown[0].value
+    for label in data.error_frame({"a": load_results(folders["a"]).parsed})["error_type"].unique():
+        assert f"- **{label}**: " in legend
 
 
 def test_failure_browser_filters_pages_and_opens_live_maps(monkeypatch, folders):
@@ -473,13 +477,21 @@ def test_the_shipped_run_is_stale_once_the_checkpoint_changes(monkeypatch, folde
     assert not shipped.is_current()
     monkeypatch.setattr(runs, "SHIPPED_RUN", tmp_path / "nothing")
     assert not shipped.is_current()
+    # A run of an older results format is remade, not shown as a folder the loader refuses.
+    monkeypatch.setattr(shipped, "CHECKPOINT", folders["checkpoint"])
+    monkeypatch.setattr(runs, "SHIPPED_RUN", made)
+    (made / "summary.json").write_text(json.dumps({**summary, "format_version": 1}))
+    assert not shipped.is_current()
 
 
 def test_first_start_without_the_checkpoint_says_what_is_missing(monkeypatch, tmp_path):
     app = start_default(monkeypatch, tmp_path, tmp_path / "absent.safetensors")
     assert app.status[0].label == "The shipped results could not be made"
+    # The reason and the fix stand in the page, outside the (collapsed) progress box.
     assert [e.value for e in app.error] == [
-        f"the shipped checkpoint {tmp_path / 'absent.safetensors'} is missing. Pick a results folder in the sidebar instead."]
+        f"The shipped results could not be made: the shipped checkpoint {tmp_path / 'absent.safetensors'} is "
+        "missing (train it: python train/run.py --preset fashion)"]
+    assert [c.value for c in app.code] == ["python -m dashboard.shipped"]
     assert "Pick a results folder" in app.info[0].value
     app.run()  # a rerun does not try again
     assert not app.status and not app.error

@@ -27,6 +27,21 @@ ERROR_LABELS: dict[str, str] = {
     "correct": "Correct", "cls": "Classification", "m_ins": "Multi-instance",
     "part": "Part", "more": "More", "ot": "Others",
 }
+#: What each verdict means, in one line, wherever a name is shown (Algorithm 1, tscam_core.metrics.error_type).
+ERROR_MEANINGS: dict[str, str] = {
+    "correct": "right top-1 class and a box of IoU > 0.5 with a GT box",
+    "cls": "the top-1 class is wrong",
+    "m_ins": "the box spans several objects (IoG > 0.3 with more than one GT box)",
+    "part": "the box covers only part of the object (IoP > 0.5)",
+    "more": "the box covers the object and much background (IoG >= 0.7)",
+    "ot": "any other miss: the box is off the object",
+}
+
+
+def error_legend() -> str:
+    """The error types, each with its meaning, as one Markdown line per type."""
+    return "\n".join(f"- **{ERROR_LABELS[kind]}**: {ERROR_MEANINGS[kind]}" for kind in ERROR_TYPES)
+
 #: The per-image localization criteria (boolean columns of per_image.parquet) and their labels.
 CRITERIA: dict[str, str] = {"top1_loc": "Top-1 Loc", "top5_loc": "Top-5 Loc", "gt_known": "GT-known Loc"}
 

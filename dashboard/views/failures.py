@@ -4,7 +4,7 @@ import streamlit as st
 
 from dashboard import detail, widgets
 from tscam_core import dashboard_data as data
-from tscam_core.summary import ERROR_LABELS, ERROR_TYPES
+from tscam_core.summary import ERROR_LABELS, ERROR_TYPES, error_legend
 
 loaded = widgets.require_runs()
 st.title("Failure browser")
@@ -16,7 +16,7 @@ present = [kind for kind in ERROR_TYPES if kind in images["error_type"].unique()
 with st.sidebar:
     st.header("Filters")
     kinds = st.multiselect("Error type", present, default=[k for k in present if k != "correct"],
-                           format_func=ERROR_LABELS.get, key="filter_errors")
+                           format_func=ERROR_LABELS.get, key="filter_errors", help=error_legend())
     classes = st.multiselect("Class", range(len(run.class_names)), format_func=run.class_names.__getitem__,
                              key="filter_classes", placeholder="every class")
     iou_range = st.slider("IoU of the top-1 box", 0.0, 1.0, (0.0, 1.0), 0.01, key="filter_iou")

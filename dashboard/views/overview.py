@@ -4,6 +4,7 @@ import streamlit as st
 
 from dashboard import charts, widgets
 from tscam_core import dashboard_data as data
+from tscam_core.summary import error_legend
 
 loaded = widgets.require_runs()
 summaries = {name: run.summary for name, run in loaded.items()}
@@ -18,6 +19,8 @@ with st.expander("What was evaluated"):
 for keys in (("chart_iou", "chart_cam"), ("chart_layers", "chart_errors")):
     for column, key in zip(st.columns(2), keys, strict=True):
         column.plotly_chart(figures[key], key=key)
+with st.expander("Error types (the paper's Algorithm 1)"):
+    st.markdown(error_legend())
 st.plotly_chart(figures["chart_variants"], key="chart_variants")
 
 name = st.selectbox("Per-class accuracy of", list(loaded), key="per_class_run") if len(loaded) > 1 else next(iter(loaded))

@@ -1,0 +1,53 @@
+"""The model a training recipe trains, and the metadata its checkpoints carry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..checkpoint import ModelInfo, error_summary
+from ..cnn_cam import CNNCAM, create_cnn_cam
+from ..errors import CheckpointError
+from ..model import TSCAM, create_tscam
+from ..recipes import TrainConfig
+from ..transforms import Preprocess
+
+
+def build_training_model(config: TrainConfig, num_classes: int) -> TSCAM | CNNCAM:
+    """TS-CAM (or, with ``model_family="cnn_cam"``, CNN CAM) on ``config.arch`` with the recipe's drop
+    path, starting from ImageNet weights from a local file, the hub, or none.
+
+    ``tscam_core.build_model`` rebuilds a trained model from its checkpoint's ``ModelInfo`` instead.
+    """
+    create = create_cnn_cam if config.model_family == "cnn_cam" else create_tscam
+    kwargs = dict(config.timm_kwargs(), drop_path_rate=config.drop_path)
+    if config.pretrained_file:
+        path = Path(config.pretrained_file)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: --pretrained-file does not exist")
+        try:
+            return create(config.arch, num_classes, pretrained_file=str(path), **kwargs)
+        except (OSError, RuntimeError) as error:
+            raise CheckpointError(
+                f"{path}: --pretrained-file cannot be loaded as the weights of --arch {config.arch} with these "
+                f"options ({type(error).__name__}: {error_summary(error)})") from error
+    try:
+        return create(config.arch, num_classes, pretrained=config.pretrained, **kwargs)
+    except (OSError, RuntimeError) as error:
+        if not config.pretrained:
+            raise
+        raise CheckpointError(
+            f"could not fetch the ImageNet weights of {config.arch} ({type(error).__name__}: {error}). "
+            f"Offline, download them elsewhere and pass --pretrained-file PATH, or train from scratch with "
+            f"--no-pretrained") from error
+
+
+def training_model_info(config: TrainConfig, class_names: list[str], preprocess: Preprocess, epochs_done: int,
+                        steps_done: int, evaluation: dict[str, Any] | None = None) -> ModelInfo:
+    """A training checkpoint's metadata: enough to rebuild the model, plus the recipe and how far it got."""
+    return ModelInfo(
+        arch=config.arch, num_classes=len(class_names), timm_kwargs=config.timm_kwargs(),
+        class_names=class_names, preprocess=preprocess.to_config(),
+        recipe={**config.to_dict(), "epochs_done": epochs_done, "steps_done": steps_done},
+        evaluation=evaluation or {}, family=config.model_family,
+    )
