@@ -38,6 +38,8 @@ class TrainConfig:
     generate: bool = _f(False, "generate the Cluttered Fashion-MNIST benchmark into --data when it is missing")
     generate_train: int = _f(10000, "training images to generate (with --generate)")
     generate_test: int = _f(2000, "test images to generate (with --generate)")
+    generate_val: int = _f(0, "validation images to generate (with --generate) as split 'val': Fashion-MNIST "
+                              "test items that no test image shows and no stage trains on")
     canvas: int = _f(64, "generated image side in pixels (with --generate)")
 
     # Model
