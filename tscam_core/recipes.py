@@ -62,6 +62,8 @@ class TrainConfig:
     epochs: int = _f(60, "training epochs")
     batch_size: int = _f(128, "global batch size (split evenly over torchrun processes)")
     lr: float = _f(5e-5, "peak learning rate")
+    head_lr: float = _f(0.0, "peak learning rate of the classifier head (0: --lr); a new head on a pretrained "
+                             "backbone learns faster than the backbone may move")
     schedule: str = _f("constant", "learning-rate schedule per step (the paper states none: constant)",
                        choices=("constant", "cosine"))
     warmup_epochs: float = _f(0.0, "linear warm-up length in epochs (fractions allowed)")
@@ -103,6 +105,9 @@ class TrainConfig:
     pretrain_epochs: int = _f(0, "epochs of a first, classification-only stage on plain Fashion-MNIST items "
                                  "before TS-CAM training on --data (0: no first stage)")
     pretrain_lr: float = _f(1e-3, "peak learning rate of the first stage (same schedule and warm-up)")
+    pretrain_head: str = _f("conv", "classifier of the first stage: conv, TS-CAM's own (the mean of S_c); token, "
+                                    "a linear head on the class token, as the ImageNet-trained DeiT the paper starts "
+                                    "from has (dropped before the localization stage)", choices=("conv", "token"))
     pretrain_size: int = _f(32, "square size of the first stage's images (a multiple of the patch size)")
     pretrain_images: int = _f(0, "Fashion-MNIST training items used by the first stage (0: all 60,000)")
     pretrain_background: float = _f(1.0, "strongest colour-noise background of the first stage (0: always black); "
