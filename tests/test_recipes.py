@@ -12,7 +12,14 @@ from tscam_core.checkpoint import read_checkpoint
 from tscam_core.cnn_cam import create_cnn_cam
 from tscam_core.datasets.fashion import generate
 from tscam_core.recipes import PRESETS, TrainConfig, preset_config
-from tscam_core.training import STATE_FILE, build_training_model, load_state_file, make_optimizer, train
+from tscam_core.training import (
+    STATE_FILE,
+    benchmark_config,
+    build_training_model,
+    load_state_file,
+    make_optimizer,
+    train,
+)
 from tscam_core.training.models import ClassTokenClassifier, stage_network
 
 
@@ -42,6 +49,21 @@ def straight(dataset, tmp_path_factory):
 def test_validation_sweeps_the_whole_cam_threshold_range(name):
     # A map's best threshold can lie anywhere: signed S_c scored best at 0.55, past the old sweep's 0.5.
     assert preset_config(name).thresholds() == [round(0.05 * k, 2) for k in range(1, 20)]
+
+
+def test_the_fashion_preset_in_small_validates_on_val_and_tests_once(tmp_path):
+    # The preset as it is, but for its sizes: it validates on the generated 'val' split (items no stage
+    # trains on) and tests on the test split at the threshold chosen there.
+    small = dict(data=str(tmp_path / "fashion"), generate_train=48, generate_test=12, generate_val=8, depth=1,
+                 embed_dim=32, num_heads=2, pretrain_size=16, pretrain_images=40, pretrain_source=str(FIXTURE),
+                 batch_size=8, epochs=1,
+                 pretrain_epochs=1, export="", output=str(tmp_path / "runs"), name="fashion", progress=False)
+    config = preset_config("fashion", **small)
+    generate(config.data, benchmark_config(config), FIXTURE, progress=False)
+    info, _ = read_checkpoint(train(config) / "best.safetensors")
+    validation, test = info.evaluation["validation"], info.evaluation["test"]
+    assert (validation["split"], validation["images"]) == ("val", 8)
+    assert (test["split"], test["images"], test["threshold"]) == ("test", 12, validation["best_threshold"])
 
 
 def test_the_first_stage_trains_a_class_token_classifier_and_leaves_the_conv_head(dataset, tmp_path):

@@ -188,12 +188,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Better", 2021), which a from-scratch CPU budget needs.
     # Stage 1 (ImageNet analogue): plain Fashion-MNIST items on 48 x 48 squares, classification only.
     # Stage 2 (CUB analogue): TS-CAM on the cluttered 64 x 64 images, one per Fashion-MNIST training
-    # item; validation and the CAM threshold on 1,000 images held out of the training split; the
-    # test split is evaluated once, at the end. Data load in the training process (workers=0): on two
+    # item; validation and the CAM threshold on the generated 'val' split, 1,000 images of Fashion-MNIST
+    # test items that neither stage trains on and no test image shows; the test split is evaluated
+    # once, at the end. Data load in the training process (workers=0): on two
     # cores a loader process preempts the two compute threads, which wait for each other at every op.
     "fashion": dict(
-        data=FASHION_DATA, dataset_kind="cub", generate=True, generate_train=60000, generate_test=2000, canvas=64,
-        val_split="holdout", holdout=1000, test_split="test",
+        data=FASHION_DATA, dataset_kind="cub", generate=True, generate_train=60000, generate_test=2000,
+        generate_val=1000, canvas=64, val_split="val", holdout=0, test_split="test",
         arch="vit_tiny_r_s16_p8_224", pretrained=False, img_size=64, patch_size=2, depth=6, embed_dim=128,
         num_heads=4, drop_path=0.0,
         pretrain_epochs=2, pretrain_size=48, pretrain_lr=1e-3, pretrain_background=1.0,
