@@ -50,7 +50,8 @@ def test_the_seed_fixes_the_interval_and_another_seed_moves_it():
 
 
 def test_percent_prints_estimate_and_bounds():
-    assert Interval(0.3615, 0.34, 0.3825, 0.95).percent() == "36.1 (34.0-38.2)"
+    assert Interval(0.3615, 0.34, 0.3825, 0.95).percent() == "36.1 [34.0, 38.2]"
+    assert Interval(-0.228, -0.262, -0.194, 0.95).percent() == "-22.8 [-26.2, -19.4]"
 
 
 @pytest.mark.parametrize("values, level, message", [

@@ -30,8 +30,8 @@ class Interval:
     level: float
 
     def percent(self, digits: int = 1) -> str:
-        """As docs print it: ``36.1 (34.0-38.2)``."""
-        return f"{100 * self.estimate:.{digits}f} ({100 * self.low:.{digits}f}-{100 * self.high:.{digits}f})"
+        """As docs print it, in percent: ``36.1 [34.0, 38.2]`` (a dash would misread with negative bounds)."""
+        return f"{100 * self.estimate:.{digits}f} [{100 * self.low:.{digits}f}, {100 * self.high:.{digits}f}]"
 
 
 def bootstrap_interval(values: ArrayLike, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> Interval:
