@@ -110,7 +110,7 @@ BAD = {
     "box with no width": ("bounding_boxes.txt", 2, "2 5 5 0 10", "positive width", "bounding_boxes.txt", 2),
     "box outside image": ("bounding_boxes.txt", 2, "2 40 5 20 10", "outside the 50x40 image", "bounding_boxes.txt", 2),
     "unknown class": ("image_class_labels.txt", 2, "2 7", "unknown class id 7", "image_class_labels.txt", 2),
-    "bad split flag": ("train_test_split.txt", 2, "2 yes", "is_train must be 0 or 1", "train_test_split.txt", 2),
+    "bad split flag": ("train_test_split.txt", 2, "2 yes", "is_train must be 0, 1 or 2", "train_test_split.txt", 2),
     "id only in labels": ("image_class_labels.txt", 5, "9 1", "image id 9 is not listed in images.txt", "image_class_labels.txt", 5),
     "id missing from split": ("train_test_split.txt", 2, None, "no line in train_test_split.txt", "images.txt", 2),
     "id missing from boxes": ("bounding_boxes.txt", 2, None, "no line in bounding_boxes.txt", "images.txt", 2),

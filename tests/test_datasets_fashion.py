@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -26,7 +27,7 @@ from tscam_core.datasets.fashion import (
 )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "fashion_mnist_small"
-SMALL = BenchmarkConfig(train=12, test=6, seed=0)
+SMALL = BenchmarkConfig(train=12, test=6, seed=0, val=4)
 
 
 def files(root: Path) -> dict[str, bytes]:
@@ -83,10 +84,10 @@ def test_more_images_keep_the_first_ones(generated, tmp_path):
 
 
 def test_round_trip_through_the_cub_reader(generated):
-    train, test = open_dataset(generated, "train"), open_dataset(generated, "test")
-    assert (len(train), len(test)) == (12, 6)
+    train, test, val = (open_dataset(generated, split) for split in ("train", "test", "val"))
+    assert (len(train), len(test), len(val)) == (12, 6, 4)
     assert train.class_names == CLASS_NAMES
-    for dataset in (train, test):
+    for dataset in (train, test, val):
         for index, sample in enumerate(dataset):
             image, _ = dataset.load(index)
             assert image.size == (64, 64)
@@ -96,6 +97,25 @@ def test_round_trip_through_the_cub_reader(generated):
     t10k = load_fashion_mnist(FIXTURE, "test")[0]
     assert summary["source"]["test"]["sha256"] == hashlib.sha256(t10k.tobytes()).hexdigest()[:16]
     assert summary["config"]["seed"] == 0 and summary["splits"]["train"]["images"] == 12
+
+
+def test_validation_continues_the_test_stream_past_the_test_images(generated, tmp_path):
+    # Its items are Fashion-MNIST test items (which no stage trains on) that no test image shows:
+    # the four validation images are the ones a test split of ten would show after the first six.
+    longer = tmp_path / "longer"
+    generate(longer, BenchmarkConfig(train=0, test=10, seed=0), FIXTURE, progress=False)
+    val, test = files(generated), files(longer)
+    for index in range(4):
+        [name] = [n for n in val if n.startswith("images/") and n.endswith(f"/val_{index:05d}.png")]
+        assert val[name] == test[name.replace(f"val_{index:05d}", f"test_{index + 6:05d}")]
+    flags = (generated / "train_test_split.txt").read_text().split()[1::2]
+    assert (flags.count("1"), flags.count("0"), flags.count("2")) == (12, 6, 4)
+
+
+def test_validation_items_may_not_repeat_test_items(tmp_path):
+    # The fixture's test source holds 90 items: 80 test images leave 10 for validation.
+    with pytest.raises(DatasetError, match="would repeat test items"):
+        generate(tmp_path / "x", BenchmarkConfig(train=0, test=80, seed=0, val=11), FIXTURE, progress=False)
 
 
 def test_box_is_the_tight_box_of_the_mask(generated):
@@ -154,8 +174,18 @@ def test_contrast_scales_the_background_swing():
 
 def test_differences_name_the_fields_that_change_the_pixels(generated):
     assert differences(generated, SMALL) == {}
-    assert differences(generated, BenchmarkConfig(train=12, test=6, seed=0, contrast=0.5)) == {"contrast": (0.7, 0.5)}
+    assert differences(generated, BenchmarkConfig(train=12, test=6, seed=0, val=4, contrast=0.5)) == {
+        "contrast": (0.7, 0.5)}
     assert set(differences(generated.parent / "nowhere", SMALL)) == set(BenchmarkConfig.__dataclass_fields__)
+
+
+def test_a_benchmark_from_before_the_validation_split_has_none(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    config = {key: value for key, value in asdict(BenchmarkConfig(train=12, test=6)).items() if key != "val"}
+    (old / "benchmark.json").write_text(json.dumps({"config": config}))
+    assert differences(old, BenchmarkConfig(train=12, test=6)) == {}
+    assert differences(old, BenchmarkConfig(train=12, test=6, val=4)) == {"val": (0, 4)}
 
 
 def test_config_is_validated():
@@ -167,14 +197,14 @@ def test_config_is_validated():
 
 def test_cli_writes_summary_and_refuses_to_overwrite(tmp_path, capsys):
     args = ["--out", str(tmp_path / "cli"), "--source", str(FIXTURE), "--train", "3", "--test", "2", "--canvas", "56",
-            "--item-max", "48"]
+            "--item-max", "48", "--val", "1"]
     assert main(args) == 0
     output = capsys.readouterr().out
-    assert "train: 3 images" in output and "test: 2 images" in output
-    assert len(open_dataset(tmp_path / "cli", "all")) == 5
+    assert "train: 3 images" in output and "test: 2 images" in output and "val: 1 images" in output
+    assert len(open_dataset(tmp_path / "cli", "all")) == 6
     assert main(args) == 2
     assert "already here" in capsys.readouterr().err
     assert main(args + ["--overwrite", "--train", "1"]) == 0
-    assert len(open_dataset(tmp_path / "cli", "all")) == 3
+    assert len(open_dataset(tmp_path / "cli", "all")) == 4
     assert main(["--out", str(tmp_path / "x"), "--source", str(tmp_path)]) == 2
     assert "no train-images-idx3-ubyte" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
     images/<relpath>            images.txt            "id relpath"
     image_class_labels.txt      "id class_id" (1-based, ids from classes.txt)
-    train_test_split.txt        "id is_train"         bounding_boxes.txt   "id x y w h"
+    train_test_split.txt        "id is_train" (2: val) bounding_boxes.txt  "id x y w h"
     classes.txt                 "id name"             masks/<relpath>.png  optional object masks
 
 Several ``bounding_boxes.txt`` lines for one image give several boxes. For masks (PxAP), the
@@ -32,7 +32,10 @@ from .common import (
     relative_path_problem,
 )
 
-SPLITS = ("train", "test", "all")
+#: train_test_split.txt's value of each split: CUB's 1 (train) and 0 (test), and 2 for a validation
+#: split held out of both, which the generated benchmark writes (CUB itself has none).
+SPLIT_FLAGS = {"train": "1", "test": "0", "val": "2"}
+SPLITS = (*SPLIT_FLAGS, "all")
 LISTS = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "bounding_boxes.txt", "classes.txt")
 
 T = TypeVar("T")
@@ -72,7 +75,7 @@ def read_cub(root: Path, split: str = "test", on_error: OnError = "raise") -> WS
             problems(f"unknown class id {class_id} (classes.txt lists {len(class_index)} classes)",
                      root / "image_class_labels.txt", label_line)
             continue
-        if split != "all" and is_train[image_id][0][1] != (split == "train"):
+        if split != "all" and is_train[image_id][0][1] != SPLIT_FLAGS[split]:
             continue
         sample = _sample(root, image_id, relative, class_index[class_id], boxes[image_id], where, problems)
         if sample is not None:
@@ -153,10 +156,10 @@ def _key(text: str) -> str:
     return str(int(text)) if text.isdigit() else text
 
 
-def _flag(rest: str) -> bool:
-    if rest not in ("0", "1"):
-        raise ValueError("is_train must be 0 or 1")
-    return rest == "1"
+def _flag(rest: str) -> str:
+    if rest not in SPLIT_FLAGS.values():
+        raise ValueError("is_train must be 0, 1 or 2 (validation)")
+    return rest
 
 
 def _xywh(rest: str) -> np.ndarray:

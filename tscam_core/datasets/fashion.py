@@ -7,7 +7,12 @@ object), then pixel noise is added. The ground-truth box is the tight box of the
 CUB reader opens it. Every image depends only on (seed, split, index): the same seed writes
 byte-identical files, and asking for more images keeps the first ones unchanged.
 
-    python -m tscam_core.datasets.fashion --out data/fashion-cluttered --train 10000 --test 2000
+The validation split (``--val``, flagged 2 in train_test_split.txt) chooses the CAM threshold and
+the checkpoint, so no training stage may see its items: it continues the test split's stream
+(Fashion-MNIST test items, which nothing trains on) past the test images, so its items are
+neither trained on nor test items.
+
+    python -m tscam_core.datasets.fashion --out data/fashion-cluttered --train 10000 --test 2000 --val 1000
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ DOWNLOAD_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 SOURCE_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                 "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 SPLIT_CODES = {"train": 1, "test": 2}
+#: train_test_split.txt's value for each written split (the CUB reader's flags).
+SPLIT_FLAGS = {"train": 1, "test": 0, "val": 2}
 #: Scaled intensity above which a pixel belongs to the item (and its mask and box).
 ITEM_THRESHOLD = 0.1
 
@@ -54,13 +61,14 @@ class BenchmarkConfig:
     noise: float = 0.03
     contrast: float = 0.7
     seed: int = 0
+    val: int = 0
 
     def __post_init__(self) -> None:
         if not 8 <= self.item_min <= self.item_max <= self.canvas:
             raise ValueError(f"need 8 <= item_min <= item_max <= canvas, got {self.item_min}, {self.item_max}, {self.canvas}")
         if not 0 <= self.distractors_min <= self.distractors_max:
             raise ValueError("need 0 <= distractors_min <= distractors_max")
-        if self.train < 0 or self.test < 0 or self.noise < 0 or self.contrast < 0:
+        if min(self.train, self.test, self.val) < 0 or self.noise < 0 or self.contrast < 0:
             raise ValueError("counts, noise and contrast must not be negative")
 
 
@@ -234,6 +242,20 @@ def _write_png(path: Path, array: np.ndarray) -> None:
     path.write_bytes(data.tobytes())
 
 
+def streams(config: BenchmarkConfig, test_items: int) -> list[tuple[str, str, int, int]]:
+    """(split written, Fashion-MNIST split its items come from, first stream index, images) of each split.
+
+    The validation images follow the test images in the test stream, whose items are a permutation
+    of the test source: while both fit in it, no validation item is a test item.
+    """
+    if config.val and config.test + config.val > test_items:
+        raise DatasetError(f"{config.test} test and {config.val} validation images need {config.test + config.val} "
+                           f"Fashion-MNIST test items, the source has {test_items}: the validation items would "
+                           "repeat test items")
+    return [("train", "train", 0, config.train), ("test", "test", 0, config.test),
+            ("val", "test", config.test, config.val)]
+
+
 def generate(out: str | Path, config: BenchmarkConfig = BenchmarkConfig(), source: str | Path | None = None,
              overwrite: bool = False, progress: bool = True) -> dict:
     """Write the benchmark under ``out`` in the CUB layout plus masks/; returns a summary."""
@@ -249,16 +271,18 @@ def generate(out: str | Path, config: BenchmarkConfig = BenchmarkConfig(), sourc
     lists: dict[str, list[str]] = {"images": [], "labels": [], "split": [], "boxes": []}
     summary: dict = {"config": asdict(config), "source": {}, "splits": {}}
     started = time.perf_counter()
-    bar = tqdm(total=config.train + config.test, desc="rendering", unit="img", disable=not progress)
+    bar = tqdm(total=config.train + config.test + config.val, desc="rendering", unit="img", disable=not progress)
     image_id = 0
-    for split in ("train", "test"):
-        images, labels = load_fashion_mnist(folder, split)
+    sources = {split: load_fashion_mnist(folder, split) for split in SOURCE_FILES}
+    for split, (images, _) in sources.items():
         summary["source"][split] = {"items": len(images), "sha256": hashlib.sha256(images.tobytes()).hexdigest()[:16]}
-        order = np.random.default_rng([config.seed, SPLIT_CODES[split]]).permutation(len(images))
+    for split, source, first, count in streams(config, len(sources["test"][0])):
+        images, labels = sources[source]
+        order = np.random.default_rng([config.seed, SPLIT_CODES[source]]).permutation(len(images))
         counts = np.zeros(len(CLASS_NAMES), int)
         box_area = 0.0
-        for index in range(getattr(config, split)):
-            item, rendered = render_split(images, config, split, index, order)
+        for index in range(count):
+            item, rendered = render_split(images, config, source, first + index, order)
             label = int(labels[item])
             image_id += 1
             relative = f"{_class_folder(label)}/{split}_{index:05d}.png"
@@ -267,13 +291,13 @@ def generate(out: str | Path, config: BenchmarkConfig = BenchmarkConfig(), sourc
             x0, y0, x1, y1 = (int(v) for v in rendered.box)
             lists["images"].append(f"{image_id} {relative}")
             lists["labels"].append(f"{image_id} {label + 1}")
-            lists["split"].append(f"{image_id} {int(split == 'train')}")
+            lists["split"].append(f"{image_id} {SPLIT_FLAGS[split]}")
             lists["boxes"].append(f"{image_id} {x0} {y0} {x1 - x0} {y1 - y0}")
             counts[label] += 1
             box_area += (x1 - x0) * (y1 - y0) / config.canvas ** 2
             bar.update()
-        n = getattr(config, split)
-        summary["splits"][split] = {"images": n, "per_class": counts.tolist(), "mean_box_area": round(box_area / max(n, 1), 4)}
+        summary["splits"][split] = {"images": count, "per_class": counts.tolist(),
+                                    "mean_box_area": round(box_area / max(count, 1), 4)}
     bar.close()
     for name, key in (("images.txt", "images"), ("image_class_labels.txt", "labels"),
                       ("train_test_split.txt", "split"), ("bounding_boxes.txt", "boxes")):
@@ -295,6 +319,8 @@ def differences(root: str | Path, config: BenchmarkConfig) -> dict[str, tuple]:
         found = json.loads(description.read_text()).get("config", {})
     except (OSError, ValueError):
         found = {}
+    # A field the benchmark's generator did not have yet was, in effect, at its default (no validation split).
+    found = {**asdict(BenchmarkConfig()), **found} if found else {}
     wanted = asdict(config)
     return {key: (found.get(key), value) for key, value in wanted.items() if found.get(key) != value}
 
@@ -307,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--download-to", type=Path, help="download Fashion-MNIST here when no local copy exists")
     parser.add_argument("--train", type=int, default=defaults.train, help="training images (items from Fashion-MNIST train)")
     parser.add_argument("--test", type=int, default=defaults.test, help="test images (items from Fashion-MNIST t10k)")
+    parser.add_argument("--val", type=int, default=defaults.val,
+                        help="validation images (t10k items that no test image shows; split 'val')")
     parser.add_argument("--canvas", type=int, default=defaults.canvas, help="image side in pixels")
     parser.add_argument("--item-min", type=int, default=defaults.item_min, help="smallest item side in pixels")
     parser.add_argument("--item-max", type=int, default=defaults.item_max, help="largest item side in pixels")
@@ -320,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = BenchmarkConfig(args.train, args.test, args.canvas, args.item_min, args.item_max,
-                                 args.distractors_min, args.distractors_max, args.noise, args.contrast, args.seed)
+                                 args.distractors_min, args.distractors_max, args.noise, args.contrast, args.seed,
+                                 args.val)
         source = args.source if args.source is not None else find_source(None, args.download_to)
         summary = generate(args.out, config, source, overwrite=args.overwrite)
     except (DatasetError, ValueError) as error:

@@ -72,11 +72,11 @@ def ensure_data(config: TrainConfig, main: bool) -> None:
 
 
 def benchmark_config(config: TrainConfig) -> BenchmarkConfig:
-    """The embedded benchmark a run's config generates (its sizes, canvas and seed)."""
+    """The embedded benchmark a run's config generates (its sizes, validation split, canvas and seed)."""
     from ..datasets.fashion import BenchmarkConfig
 
     return BenchmarkConfig(train=config.generate_train, test=config.generate_test, canvas=config.canvas,
-                           seed=config.seed)
+                           seed=config.seed, val=config.generate_val)
 
 
 class ResumableSampler(DistributedSampler):

@@ -17,10 +17,11 @@ from tqdm import tqdm
 
 from ..checkpoint import ModelInfo, load_state, save_checkpoint
 from ..cnn_cam import CNNCAM
+from ..errors import CheckpointError
 from ..model import TSCAM
 from ..recipes import TrainConfig
 from .data import TrainingData, ensure_data
-from .models import build_training_model, training_model_info
+from .models import build_training_model, stage_network, training_model_info
 from .run_folder import STATE_FILE, RunFolder, all_rng_states, set_rng_state
 from .runtime import Interrupt, Interrupted, Runtime, setup_runtime
 from .selection import finish_run, validate
@@ -57,6 +58,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         model = build_training_model(config, self.data.num_classes).to(runtime.device)
         self.optimization = Optimization(model, config, runtime)
+        self.classifier = stage_network(config, model, self.data.num_classes)
         self.progress = Progress()
         self.last_validation: dict[str, Any] = {}
         self.train_summary: dict[str, float] = {}
@@ -68,13 +70,18 @@ class Trainer:
         return self.optimization.model
 
     def _enter_stage(self, index: int) -> None:
-        """Data order, a fresh AdamW and its schedule for stage ``index`` (weights carry over)."""
+        """Data order, a fresh AdamW and its schedule for stage ``index`` (weights carry over): the first of
+        two stages trains ``self.classifier`` where there is one, the localization stage the model, its head
+        at ``--head-lr``."""
         if index == self.stage:
             return
         stage = self.data.stages[index]
         self.stage = index
         self.sampler, self.steps_per_epoch = self.data.sampler(stage, self.runtime.rank, self.runtime.world_size)
-        self.optimization.start_stage(stage.lr, self.steps_per_epoch, stage.epochs)
+        localization = index == len(self.data.stages) - 1
+        self.optimization.start_stage(stage.lr, self.steps_per_epoch, stage.epochs,
+                                      None if localization else self.classifier,
+                                      self.config.head_lr if localization else 0.0)
 
     # -- the resume state
 
@@ -85,6 +92,7 @@ class Trainer:
         return {
             "epoch_sums": torch.tensor(progress.epoch_sums, dtype=torch.float64),
             "model": self.model.state_dict(),
+            **({} if self.classifier is None else {"class_token_head": self.classifier.head.state_dict()}),
             **self.optimization.state_dict(),
             "rng": rng_all,
             "epoch": progress.epoch,
@@ -101,7 +109,12 @@ class Trainer:
         self.folder.save_state(self.state())
 
     def load_state(self, state: dict[str, Any]) -> None:
-        load_state(self.model, state["model"], f"{self.folder.path / STATE_FILE} (the resume state)")
+        where = f"{self.folder.path / STATE_FILE} (the resume state)"
+        load_state(self.model, state["model"], where)
+        if self.classifier is not None:
+            if "class_token_head" not in state:
+                raise CheckpointError(f"{where}: no class-token head, so it was not trained with --pretrain-head token")
+            load_state(self.classifier.head, state["class_token_head"], where)
         self._enter_stage(self.data.stage_of(int(state["epoch"])))
         self.optimization.load_state_dict(state)
         rngs = state["rng"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor, nn
+
 from ..checkpoint import ModelInfo, error_summary
 from ..cnn_cam import CNNCAM, create_cnn_cam
 from ..errors import CheckpointError
@@ -40,6 +42,36 @@ def build_training_model(config: TrainConfig, num_classes: int) -> TSCAM | CNNCA
             f"could not fetch the ImageNet weights of {config.arch} ({type(error).__name__}: {error}). "
             f"Offline, download them elsewhere and pass --pretrained-file PATH, or train from scratch with "
             f"--no-pretrained") from error
+
+
+class ClassTokenClassifier(nn.Module):
+    """A TS-CAM model's backbone read as a plain ViT classifier: a linear head on the class token.
+
+    The paper starts from a DeiT trained on ImageNet by its class token, whose attention to the
+    patches (A*) that classification shaped; TS-CAM's own head, the mean of S_c, never trains that
+    row of the last block. A first stage through this head is this benchmark's ImageNet; the
+    localization stage then drops it and trains TS-CAM's head on the same backbone.
+    """
+
+    def __init__(self, model: TSCAM, num_classes: int) -> None:
+        super().__init__()
+        self.model = model
+        self.head = nn.Linear(model.embed_dim, num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=0.02)  # timm's ViT head initialisation
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, images: Tensor) -> Tensor:
+        tokens, _ = self.model.tokens(images)
+        return self.head(tokens[:, 0])
+
+
+def stage_network(config: TrainConfig, model: TSCAM | CNNCAM, num_classes: int) -> ClassTokenClassifier | None:
+    """The module the first stage trains around ``model`` (None: the model itself), by ``--pretrain-head``."""
+    if config.pretrain_head == "conv" or not config.pretrain_epochs:
+        return None
+    if not isinstance(model, TSCAM):
+        raise ValueError("--pretrain-head token needs a ViT with a class token (--model-family tscam)")
+    return ClassTokenClassifier(model, num_classes).to(next(model.parameters()).device)
 
 
 def training_model_info(config: TrainConfig, class_names: list[str], preprocess: Preprocess, epochs_done: int,

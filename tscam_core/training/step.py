@@ -65,14 +65,28 @@ def train_step(
     return StepResult(float(loss.detach()), correct, int(labels.shape[0]))
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig, lr: float) -> torch.optim.AdamW:
-    """AdamW as in the paper; no decay on biases, norms, tokens and position embeddings."""
-    decay, no_decay = [], []
+def group_settings(config: TrainConfig, lr: float, head_lr: float = 0.0) -> list[tuple[float, float, bool]]:
+    """(weight decay, peak rate, holds the head) of each AdamW parameter group, in order: with decay, without;
+    then the same two for the head when it has a rate of its own (``head_lr`` > 0 and not ``lr``)."""
+    settings = [(config.weight_decay, lr, False), (0.0, lr, False)]
+    if head_lr and head_lr != lr:
+        settings += [(config.weight_decay, head_lr, True), (0.0, head_lr, True)]
+    return settings
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig, lr: float, head_lr: float = 0.0) -> torch.optim.AdamW:
+    """AdamW as in the paper; no decay on biases, norms, tokens and position embeddings. The classifier
+    head (the parameters named ``head.*``) gets ``head_lr`` when it is given."""
+    settings = group_settings(config, lr, head_lr)
+    params: list[list[nn.Parameter]] = [[] for _ in settings]
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        (no_decay if parameter.ndim <= 1 or name.endswith(("cls_token", "pos_embed", "reg_token")) else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        no_decay = parameter.ndim <= 1 or name.endswith(("cls_token", "pos_embed", "reg_token"))
+        head = len(settings) > 2 and name.startswith("head.")
+        params[2 * head + no_decay].append(parameter)
+    groups = [{"params": group, "weight_decay": decay, "lr": peak}
+              for group, (decay, peak, _) in zip(params, settings, strict=True)]
     return torch.optim.AdamW(groups, lr=lr, betas=(config.beta1, config.beta2), eps=config.eps)
 
 
@@ -96,7 +110,11 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
 
 class Optimization:
     """The model being trained with its optimizer, schedule and AMP scaler, wrapped for DDP when the
-    run has several processes. Each stage starts a fresh AdamW; the weights carry over."""
+    run has several processes. Each stage starts a fresh AdamW; the weights carry over.
+
+    A stage may train another module around the model (a first stage's class-token classifier,
+    ``ClassTokenClassifier``): ``network`` is what the steps run, ``model`` what checkpoints hold.
+    """
 
     def __init__(self, model: TSCAM | CNNCAM, config: TrainConfig, runtime: Runtime) -> None:
         self.config = config
@@ -105,16 +123,23 @@ class Optimization:
         if runtime.device.type == "cuda" and config.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+        self.runtime = runtime
         self.network: nn.Module = model
-        if runtime.distributed:
-            ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-            self.network = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        self.peak = 0.0
+        self.settings: list[tuple[float, float, bool]] = []
 
-    def start_stage(self, lr: float, steps_per_epoch: int, epochs: int) -> None:
-        """A fresh AdamW with peak rate ``lr`` and its schedule over ``epochs`` epochs."""
-        self.peak = lr
-        self.optimizer = make_optimizer(self.model, self.config, lr)
+    def start_stage(self, lr: float, steps_per_epoch: int, epochs: int, trained: nn.Module | None = None,
+                    head_lr: float = 0.0) -> None:
+        """A fresh AdamW with peak rate ``lr`` (``head_lr`` for the head, when given) and its schedule over
+        ``epochs`` epochs, for ``trained`` (default: the model)."""
+        trained = self.model if trained is None else trained
+        self.network = trained
+        if self.runtime.distributed:
+            ids = [self.runtime.device.index] if self.runtime.device.type == "cuda" else None
+            # Around the model, a stage's own head leaves TS-CAM's head out of its loss.
+            self.network = nn.parallel.DistributedDataParallel(trained, device_ids=ids,
+                                                               find_unused_parameters=trained is not self.model)
+        self.settings = group_settings(self.config, lr, head_lr)
+        self.optimizer = make_optimizer(trained, self.config, lr, head_lr)
         self.scheduler = make_scheduler(self.optimizer, self.config, steps_per_epoch, epochs)
 
     def step(self, images: Tensor, labels: Tensor) -> StepResult:
@@ -147,9 +172,9 @@ class Optimization:
     def _apply_hyperparameters(self) -> None:
         """The config's AdamW settings and peak rate over those of a loaded state, so that options given
         with --resume take effect as config.json records them (with none given, nothing changes)."""
-        config, peak = self.config, self.peak
-        rate = peak * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
-        for group, decay in zip(self.optimizer.param_groups, (config.weight_decay, 0.0), strict=True):
+        config = self.config
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        for group, (decay, peak, _) in zip(self.optimizer.param_groups, self.settings, strict=True):
             group.update(weight_decay=decay, betas=(config.beta1, config.beta2), eps=config.eps, initial_lr=peak,
-                         lr=rate)
-        self.scheduler.base_lrs = [peak] * len(self.optimizer.param_groups)
+                         lr=peak * factor)
+        self.scheduler.base_lrs = [peak for _, peak, _ in self.settings]
