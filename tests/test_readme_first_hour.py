@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Appended to a line (by its first words) so that it finishes in seconds; later options win in argparse.
 SMALLER = {
     "python -m tscam_core.datasets.fashion": ["--test", "24"],
-    "python train/run.py": ["--generate-train", "64", "--holdout", "16", "--generate-test", "24", "--epochs", "1",
+    "python train/run.py": ["--generate-train", "64", "--generate-val", "16", "--generate-test", "24", "--epochs", "1",
                             "--pretrain-epochs", "1", "--pretrain-images", "64", "--batch-size", "16",
                             "--max-steps", "2", "--workers", "0"],
 }
