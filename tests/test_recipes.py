@@ -6,12 +6,12 @@ import dataclasses
 
 import pytest
 import torch
-from tests.training_support import FIXTURE, TINY_BENCHMARK, tiny_config, weights
 
 from tscam_core.checkpoint import read_checkpoint
 from tscam_core.cnn_cam import create_cnn_cam
 from tscam_core.datasets.fashion import generate
 from tscam_core.recipes import PRESETS, TrainConfig, preset_config
+from tscam_core.testing.tiny_training import FIXTURE, TINY_BENCHMARK, tiny_config, weights
 from tscam_core.training import (
     STATE_FILE,
     benchmark_config,
