@@ -174,7 +174,7 @@ def test_training_validates_with_the_cam_and_saves_a_cnn_checkpoint(trained):
     assert [line["stage"] for line in lines] == ["CNN CAM", "CNN CAM"]
     for line in lines:
         assert line["val_images"] == 8 and 0.0 <= line["val_gt_known_loc"] <= 1.0
-        assert len(line["val_gt_known_curve"]) == 10
+        assert len(line["val_gt_known_curve"]) == 19  # the CAM thresholds 0.05..0.95 the recipe sweeps
     info, _ = read_checkpoint(trained / "best.safetensors")
     assert info.family == "cnn_cam" and info.recipe["model_family"] == "cnn_cam"
     assert info.evaluation["test"]["images"] == 12
@@ -202,7 +202,8 @@ def test_evaluation_scores_the_cam_only(trained, dataset, tmp_path, capsys):
     preprocess = model.info.transform
     for index, row in table.head(4).iterrows():
         image, sample = split.load(index)
-        found = localize(explain_images(model, [image]), sample.label, preprocess.input_size, 0.1, spec=MapSpec("cam"))
+        found = localize(explain_images(model, [image]), sample.label, preprocess.input_size,
+                         summary["settings"]["cam_threshold"], spec=MapSpec("cam"))
         _, gts = preprocess.geometry(image, sample.boxes)
         assert row["gt_known_iou"] == pytest.approx(float(box_iou(found.box, gts).max()), abs=1e-6)
 
