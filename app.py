@@ -38,7 +38,7 @@ from tscam_core import (
 from tscam_core.catalog import domain_of, find_class, has_names, outside_domain_note, read_class_names
 from tscam_core.examples import Example, ExampleSet, read_example_sets
 from tscam_core.explanation import DEFAULT_LAYER_MODE, LAYER_MODES, blocks_of
-from tscam_core.explorer import ExplainedImage, Explorer, Settings, default_threshold
+from tscam_core.explorer import ExplainedImage, Explorer, Settings
 from tscam_core.model_zoo import MODELS_VARIABLE, ModelZoo, default_sources, sources_from_environment
 
 HERE = Path(__file__).resolve().parent
@@ -271,7 +271,7 @@ class Handlers:
         """Another model: its description, its examples, its blocks and threshold, and the image kept
         on the page explained again by it."""
         explorer = self.explorer(model)
-        depth, threshold = explorer.depth, default_threshold(explorer.info)
+        depth, threshold = explorer.depth, explorer.info.default_threshold()[0]
         fits = [examples.fits(explorer.info.class_names) for examples in self.example_sets]
         return (
             describe_model(model, explorer),
@@ -328,7 +328,7 @@ class Handlers:
                 Settings(
                     class_index=find_class(explained.class_names, chosen_class),
                     map=MapSpec(variant, blocks or "all"),
-                    threshold=default_threshold(explorer.info) if threshold is None else float(threshold),
+                    threshold=explorer.info.default_threshold()[0] if threshold is None else float(threshold),
                 )
             )
         except (TypeError, ValueError) as error:
@@ -427,7 +427,7 @@ def build_demo(zoo: ModelZoo, example_sets: Sequence[ExampleSet] = ()) -> gr.Blo
                 threshold = gr.Slider(
                     0.0,
                     1.0,
-                    value=default_threshold(explorer.info),
+                    value=explorer.info.default_threshold()[0],
                     step=0.01,
                     label="CAM threshold",
                     elem_id="threshold",

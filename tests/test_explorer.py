@@ -21,7 +21,6 @@ from tscam_core.explorer import (
     ExplainedImage,
     Explorer,
     Settings,
-    default_threshold,
 )
 from tscam_core.images import MAX_COUNTED_FRAMES, conversion_notes, load_image
 from tscam_core.overlaps import box_iou
@@ -109,14 +108,14 @@ def test_settings_reject_bad_values():
 
 
 def test_default_threshold_is_the_checkpoints_validated_best():
-    assert default_threshold(named_info()) == PAPER_THRESHOLD
-    assert default_threshold(named_info(recipe={"threshold": 0.2})) == 0.2
+    assert named_info().default_threshold()[0] == PAPER_THRESHOLD
+    assert named_info(recipe={"threshold": 0.2}).default_threshold()[0] == 0.2
     assert (
-        default_threshold(named_info(recipe={"threshold": 0.2}, evaluation={"best_threshold": 0.45})) == 0.45
+        named_info(recipe={"threshold": 0.2}, evaluation={"best_threshold": 0.45}).default_threshold()[0] == 0.45
     )
-    assert default_threshold(named_info(evaluation={"best_threshold": "high"})) == PAPER_THRESHOLD
+    assert named_info(evaluation={"best_threshold": "high"}).default_threshold()[0] == PAPER_THRESHOLD
     shipped = {"validation": {"threshold": 0.1, "best_threshold": 0.3}, "test": {"threshold": 0.3}}
-    assert default_threshold(named_info(recipe={"threshold": 0.1}, evaluation=shipped)) == 0.3
+    assert named_info(recipe={"threshold": 0.1}, evaluation=shipped).default_threshold()[0] == 0.3
 
 
 def test_explain_runs_the_model_once_and_never_again(counted_model):

@@ -84,11 +84,6 @@ class Result:
     iou: float | None  # against the best-matching GT box, where GT is known (model-input frame, as evaluated)
 
 
-def default_threshold(info: ModelInfo) -> float:
-    """The CAM threshold the controls start at (``ModelInfo.default_threshold`` says which and why)."""
-    return info.default_threshold()[0]
-
-
 def fit_size(width: int, height: int, side: int) -> tuple[int, int]:
     """(width, height) scaled so that the long side is ``side``, aspect kept."""
     scale = side / max(width, height)
