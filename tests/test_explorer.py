@@ -118,6 +118,20 @@ def test_default_threshold_is_the_checkpoints_validated_best():
     assert named_info(recipe={"threshold": 0.1}, evaluation=shipped).default_threshold()[0] == 0.3
 
 
+def test_best_map_is_the_one_that_localizes_best_on_validation():
+    # Without per-map scores: the model's own map at its default threshold.
+    spec, threshold, why = named_info(evaluation={"validation": {"best_threshold": 0.3}}).best_map()
+    assert (spec, threshold) == (MapSpec("tscam"), 0.3) and "compares no maps" in why
+    maps = {"tscam": {"best_threshold": 0.2, "gt_known_loc_best": 0.38},
+            "trans_attention": {"best_threshold": 0.35, "gt_known_loc_best": 0.68},
+            "trans_cam": {"best_threshold": 0.4, "gt_known_loc_best": 0.16}}
+    spec, threshold, why = named_info(evaluation={"validation": {"best_threshold": 0.2, "maps": maps}}).best_map()
+    assert (spec, threshold) == (MapSpec("trans_attention"), 0.35)
+    assert why.index("TransAttention (A*) 68.0%") < why.index("TS-CAM (A* x S_c) 38.0%") < why.index("16.0%")
+    tie = {**maps, "trans_attention": {"best_threshold": 0.35, "gt_known_loc_best": 0.38}}
+    assert named_info(evaluation={"validation": {"maps": tie}}).best_map()[0] == MapSpec("tscam")
+
+
 def test_explain_runs_the_model_once_and_never_again(counted_model):
     explorer = Explorer(counted_model)
     explained = explorer.explain(encode(noise(90, 60), "PNG"), name="noise.png")

@@ -64,6 +64,14 @@ def test_the_fashion_preset_in_small_validates_on_val_and_tests_once(tmp_path):
     validation, test = info.evaluation["validation"], info.evaluation["test"]
     assert (validation["split"], validation["images"]) == ("val", 8)
     assert (test["split"], test["images"], test["threshold"]) == ("test", 12, validation["best_threshold"])
+    # Every map is scored on the validation images, so a viewer can open on the one that localizes best.
+    assert set(validation["maps"]) == {"tscam", "trans_attention", "trans_cam"}
+    assert validation["maps"]["tscam"]["best_threshold"] == validation["best_threshold"]
+    assert validation["maps"]["tscam"]["gt_known_loc_best"] == validation["gt_known_loc_best"]
+    spec, threshold, why = info.best_map()
+    best = max(validation["maps"].values(), key=lambda scores: scores["gt_known_loc_best"])
+    assert validation["maps"][spec.variant] == best and threshold == best["best_threshold"]
+    assert "validation images" in why
 
 
 def test_the_first_stage_trains_a_class_token_classifier_and_leaves_the_conv_head(dataset, tmp_path):

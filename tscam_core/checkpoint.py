@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from .cnn_cam import CNNCAM, create_cnn_cam
 from .errors import CheckpointError
+from .explanation import CAM_VARIANTS, VARIANTS, MapSpec
 from .files import atomic_write
 from .metadata import FAMILY_LABELS, Family, checked_fields, json_type
 from .model import TSCAM, HeadKind, create_tscam, infer_num_heads
@@ -83,6 +84,24 @@ class ModelInfo:
             if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
                 return float(value), why
         return PAPER_THRESHOLD, "the paper's (the checkpoint records none of its own)"
+
+    def best_map(self) -> tuple[MapSpec, float, str]:
+        """The map to open on, its CAM threshold and why: the variant with the best GT-known Loc on the
+        checkpoint's validation images (the paper's ordering of the maps need not hold for every model),
+        else the model's own map at ``default_threshold``."""
+        validation = self.evaluation.get("validation")
+        scores = validation.get("maps") if isinstance(validation, dict) else None
+        own = MapSpec(CAM_VARIANTS[0] if self.family == "cnn_cam" else VARIANTS[0])
+        if not isinstance(scores, dict) or own.variant not in scores:
+            threshold, why = self.default_threshold()
+            return own, threshold, f"the model's own map (the checkpoint compares no maps); threshold {why}"
+        best = max(scores, key=lambda variant: scores[variant]["gt_known_loc_best"])  # the first wins ties
+        chosen = MapSpec(best)
+        ranking = ", ".join(f"{MapSpec(v).label} {scores[v]['gt_known_loc_best']:.1%}"
+                            for v in sorted(scores, key=lambda v: -scores[v]["gt_known_loc_best"]))
+        return chosen, float(scores[best]["best_threshold"]), (
+            f"the map that localizes best on the checkpoint's validation images (GT-known Loc: {ranking}), "
+            "at the threshold it scores best with there")
 
     def to_json(self) -> str:
         data = asdict(self)

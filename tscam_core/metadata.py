@@ -12,6 +12,7 @@ import re
 from typing import Any, Literal
 
 from .errors import CheckpointError
+from .explanation import VARIANT_LABELS
 
 #: Model families a checkpoint can hold: TS-CAM on a ViT, or CAM on a CNN (Table 5's baseline).
 Family = Literal["tscam", "cnn_cam"]
@@ -141,7 +142,23 @@ class _Fields:
             value = holder.get("best_threshold", 0.0)
             if not _is_number(value) or not 0.0 <= value <= 1.0:
                 raise self.error(field, f"must be a number in 0..1, not {_shown(value)}")
+        self.map_scores(validation.get("maps", {}))
         return evaluation
+
+    def map_scores(self, maps: Any) -> None:
+        """evaluation.validation.maps: each map variant's best validation score and its threshold."""
+        if not isinstance(maps, dict):
+            raise self.error("evaluation.validation.maps", f"must be an object, not a JSON {json_type(maps)}")
+        for variant, scores in maps.items():
+            field = f"evaluation.validation.maps.{variant}"
+            if variant not in VARIANT_LABELS:
+                raise self.error(field, f"is not a map variant (choose from {', '.join(VARIANT_LABELS)})")
+            if not isinstance(scores, dict):
+                raise self.error(field, f"must be an object, not a JSON {json_type(scores)}")
+            for key in ("best_threshold", "gt_known_loc_best"):
+                value = scores.get(key)
+                if not _is_number(value) or not 0.0 <= value <= 1.0:
+                    raise self.error(f"{field}.{key}", f"must be a number in 0..1, not {_shown(value)}")
 
 
 def _is_int(value: Any) -> bool:

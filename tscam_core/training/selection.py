@@ -16,7 +16,7 @@ from tqdm import tqdm
 from ..checkpoint import ModelInfo, load_state, read_checkpoint, save_checkpoint
 from ..cnn_cam import CNNCAM
 from ..datasets import open_dataset
-from ..explanation import MapSpec
+from ..explanation import MapSpec, variants_for
 from ..metrics import LocalizationAccumulator, ThresholdCurve
 from ..model import TSCAM
 from ..recipes import TrainConfig
@@ -90,6 +90,7 @@ def finish_run(config: TrainConfig, folder: RunFolder, data: TrainingData, devic
         return None
     model, info, validated = _choose_checkpoint(config, folder, data, device, amp)
     validation = {"split": data.val_data.split, **{k: v for k, v in validated.items() if k != "curve"}}
+    validation["maps"] = validate_maps(model, data.eval_loader(data.val_data), config, amp)
     evaluation: dict[str, Any] = {"validation": validation, "recipe": "train/run.py --preset "
                                   f"{config.preset}" if config.preset else "train/run.py"}
     if config.test_split:
@@ -99,6 +100,17 @@ def finish_run(config: TrainConfig, folder: RunFolder, data: TrainingData, devic
     if config.export:
         save_checkpoint(model, info, Path(config.export))
     return evaluation
+
+
+def validate_maps(model: TSCAM | CNNCAM, loader: DataLoader, config: TrainConfig,
+                  amp: torch.dtype | None) -> dict[str, dict[str, float]]:
+    """Each map variant's best GT-known Loc on the validation images and the threshold it has it at, so
+    a viewer can open on the map that localizes best on held-out images rather than on the model's own."""
+    scores = {}
+    for variant in variants_for(model.depth):
+        validated = validate(model, loader, config.thresholds(), config.threshold, amp, MapSpec(variant))
+        scores[variant] = {key: validated[key] for key in ("best_threshold", "gt_known_loc_best", "top1_loc_best")}
+    return scores
 
 
 def _choose_checkpoint(config: TrainConfig, folder: RunFolder, data: TrainingData, device: torch.device,
