@@ -24,6 +24,7 @@ OFFICIAL_DATASETS = {200: CUB, 1000: "ImageNet-1k"}
 PRESET_DATASETS = {
     "fashion": "Cluttered Fashion-MNIST (clothing items on a 64 px canvas)",
     "fashion-cnn": "Cluttered Fashion-MNIST (clothing items on a 64 px canvas)",
+    "fashion-scm": "Cluttered Fashion-MNIST (clothing items on a 64 px canvas)",
     "cub": CUB,
     "ilsvrc": "ImageNet-1k",
 }

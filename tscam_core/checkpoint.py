@@ -26,8 +26,9 @@ from .cnn_cam import CNNCAM, create_cnn_cam
 from .errors import CheckpointError
 from .explanation import CAM_VARIANTS, VARIANTS, MapSpec
 from .files import atomic_write
-from .metadata import FAMILY_LABELS, Family, checked_fields, json_type
+from .metadata import FAMILY_LABELS, SERVES_AS, Family, checked_fields, json_type
 from .model import TSCAM, HeadKind, create_tscam, infer_num_heads
+from .scm import SCM, CalibrationSettings, create_scm
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 FORMAT_NAME = "tscam-checkpoint"
@@ -54,6 +55,7 @@ class ModelInfo:
     recipe: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
     family: Family = "tscam"  # absent from checkpoints written before CNN CAM existed: those are TS-CAM
+    scm: dict[str, Any] = field(default_factory=dict)  # SCM's CalibrationSettings, for family "scm"
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -129,6 +131,8 @@ def build_model(info: ModelInfo) -> TSCAM | CNNCAM:
     """The untrained model ``info`` describes, of its family; ``info`` is kept at ``model.info``."""
     if info.family == "cnn_cam":
         model: TSCAM | CNNCAM = create_cnn_cam(info.arch, info.num_classes, **info.timm_kwargs)
+    elif info.family == "scm":
+        model = create_scm(info.arch, info.num_classes, CalibrationSettings.from_dict(info.scm), **info.timm_kwargs)
     else:
         model = create_tscam(info.arch, info.num_classes, head_kind=info.head_kind, **info.timm_kwargs)
     model.info = info
@@ -136,12 +140,15 @@ def build_model(info: ModelInfo) -> TSCAM | CNNCAM:
 
 
 def family_of(model: nn.Module) -> Family:
+    if isinstance(model, SCM):
+        return "scm"
     return "cnn_cam" if isinstance(model, CNNCAM) else "tscam"
 
 
 def check_family(info: ModelInfo, wanted: Family | None, source: str) -> None:
-    """Refuse a checkpoint of another family than the caller can use, saying which it is."""
-    if wanted is not None and info.family != wanted:
+    """Refuse a checkpoint of another family than the caller can use, saying which it is. An SCM
+    checkpoint serves where TS-CAM is wanted: at inference it is one (``metadata.SERVES_AS``)."""
+    if wanted is not None and wanted not in (info.family, SERVES_AS.get(info.family)):
         raise CheckpointError(f"{source} is a {FAMILY_LABELS[info.family]} checkpoint ({info.arch}), "
                               f"but a {FAMILY_LABELS[wanted]} model is needed here")
 
@@ -195,7 +202,7 @@ def check_fits(info: ModelInfo, shapes: Shapes, source: str) -> None:
                               f"head.weight is for {head[0]:,} classes")
     depth = info.timm_kwargs.get("depth")
     blocks = {int(m.group(1)) for key in shapes if (m := re.match(r"blocks\.(\d+)\.", key))}
-    if info.family == "tscam" and depth is not None and depth != len(blocks):
+    if info.family != "cnn_cam" and depth is not None and depth != len(blocks):
         raise CheckpointError(f"{source}: metadata field timm_kwargs.depth is {depth!r}, but the file holds "
                               f"{len(blocks)} blocks")
     try:

@@ -13,10 +13,14 @@ from typing import Any, Literal
 
 from .errors import CheckpointError
 from .explanation import VARIANT_LABELS
+from .scm import CalibrationSettings
 
-#: Model families a checkpoint can hold: TS-CAM on a ViT, or CAM on a CNN (Table 5's baseline).
-Family = Literal["tscam", "cnn_cam"]
-FAMILY_LABELS: dict[str, str] = {"tscam": "TS-CAM", "cnn_cam": "CNN CAM"}
+#: Model families a checkpoint can hold: TS-CAM on a ViT, CAM on a CNN (Table 5's baseline), or SCM
+#: (Bai et al. 2022), TS-CAM trained through a spatial calibration module.
+Family = Literal["tscam", "cnn_cam", "scm"]
+FAMILY_LABELS: dict[str, str] = {"tscam": "TS-CAM", "cnn_cam": "CNN CAM", "scm": "SCM"}
+#: Families whose models are another family's at inference: SCM drops its module, leaving TS-CAM.
+SERVES_AS: dict[str, str] = {"scm": "tscam"}
 HEAD_KINDS = ("conv", "linear")
 
 #: Upper bounds on what metadata may claim; the file's own tensors bound the rest.
@@ -51,6 +55,7 @@ def checked_fields(data: dict[str, Any], source: str) -> dict[str, Any]:
         "evaluation": fields.evaluation(),
         "family": fields.choice("family", tuple(FAMILY_LABELS), "tscam"),  # absent before CNN CAM existed
     }
+    checked["scm"] = fields.scm(checked["family"])
     loading = [key for key in LOADING_KWARGS if key in checked["timm_kwargs"]]
     if loading:
         raise fields.error(f"timm_kwargs.{loading[0]}", "is refused: a checkpoint carries its own weights, it "
@@ -110,6 +115,18 @@ class _Fields:
         if not isinstance(value, dict):
             raise self.error(field, f"must be an object, not a JSON {json_type(value)}")
         return value
+
+    def scm(self, family: str) -> dict[str, Any]:
+        """SCM's settings: valid ones for an SCM checkpoint, none for another family's."""
+        settings = self.mapping("scm", {})
+        if family != "scm":
+            if settings:
+                raise self.error("scm", f"holds SCM settings, but the checkpoint's family is {family}")
+            return settings
+        try:
+            return CalibrationSettings.from_dict(settings).to_dict()
+        except (TypeError, ValueError) as error:
+            raise self.error("scm", f"is refused: {error}") from error
 
     def class_names(self, num_classes: int) -> list[str]:
         names = self.data.get("class_names", [])

@@ -11,8 +11,12 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .scm import CalibrationSettings
+
 #: Where ``--preset fashion`` writes the embedded benchmark when it is missing.
 FASHION_DATA = "data/fashion-cluttered"
+#: SCM's defaults, the authors' (``tscam_core/scm.py``): the --scm-* fields start from them.
+_SCM = CalibrationSettings()
 
 
 def _f(default: Any, help: str, **extra: Any) -> Any:
@@ -44,8 +48,10 @@ class TrainConfig:
 
     # Model
     model_family: str = _f("tscam", "tscam: TS-CAM on a timm ViT with a class token; cnn_cam: CAM (Zhou et al. "
-                                    "2016) on a timm CNN, the CNN baseline of the paper's Table 5",
-                           choices=("tscam", "cnn_cam"))
+                                    "2016) on a timm CNN, the CNN baseline of the paper's Table 5; scm: SCM (Bai "
+                                    "et al., ECCV 2022), TS-CAM trained through a spatial calibration module that "
+                                    "inference drops (the --scm-* options)",
+                           choices=("tscam", "cnn_cam", "scm"))
     arch: str = _f("deit_small_patch16_224", "timm architecture: a ViT with a class token (tscam) or a CNN (cnn_cam)")
     timm_extra: str = _f("", "further timm.create_model keyword arguments as a JSON object, e.g. "
                              "'{\"output_stride\": 8}' for a CNN map at 1/8 of the input size")
@@ -57,6 +63,15 @@ class TrainConfig:
     embed_dim: int = _f(0, "token width, ViT only (0: the architecture's own)")
     num_heads: int = _f(0, "attention heads, ViT only (0: the architecture's own)")
     drop_path: float = _f(0.0, "stochastic depth rate")
+
+    # SCM (--model-family scm): the authors' values, none of them CUB's own (the token grid is the model's)
+    scm_blocks: int = _f(_SCM.blocks, "SCM: activation diffusion blocks (ADBs) between the semantic maps and the loss")
+    scm_lam: float = _f(_SCM.lam, "SCM: initial lambda, the learnable weight of the tokens' class-score similarity E "
+                                  "in M = (D - A) * (lambda E - 1)")
+    scm_threshold: float = _f(_SCM.threshold, "SCM: initial tau, each ADB's learnable filter threshold, a fraction "
+                                              "of the largest value of the fused attention map")
+    scm_first_iterations: int = _f(_SCM.first_iterations, "SCM: Newton-Schulz iterations of the first ADB's M^-1")
+    scm_iterations: int = _f(_SCM.iterations, "SCM: Newton-Schulz iterations of each later ADB's M^-1")
 
     # Optimisation (AdamW, as in the paper)
     epochs: int = _f(60, "training epochs")
@@ -132,6 +147,16 @@ class TrainConfig:
         if clash:
             raise ValueError(f"--timm-extra repeats {', '.join(clash)}, which has its own option")
         return {**kwargs, **extra}
+
+    def scm_settings(self) -> CalibrationSettings:
+        """SCM's settings from the --scm-* fields (a ValueError names a bad one, or one set for another family)."""
+        settings = CalibrationSettings(**{name: getattr(self, "scm_" + name) for name in _SCM.to_dict()})
+        if self.model_family != "scm" and settings != _SCM:
+            changed = [name for name, value in settings.to_dict().items() if getattr(_SCM, name) != value]
+            shown = ", ".join("--scm-" + name.replace("_", "-") for name in changed)
+            raise ValueError(f"{shown}: SCM options, but --model-family {self.model_family} trains no SCM "
+                             "(add --model-family scm)")
+        return settings
 
     def timm_extra_kwargs(self) -> dict[str, Any]:
         if not self.timm_extra.strip():
@@ -216,6 +241,12 @@ PRESETS["fashion-cnn"] = dict(
     timm_extra=json.dumps({"channels": [32, 64, 128, 256], "stem_width": 16, "output_stride": 8}),
     img_size=0, patch_size=0, depth=0, embed_dim=0, num_heads=0, export="",
 )
+
+
+# SCM trained exactly as "fashion" (same backbone, data, stages, schedule, seed), its first stage through
+# its own classifier (the calibrated S^L's mean) as TS-CAM's is through its own. No export: the shipped
+# checkpoint stays TS-CAM's.
+PRESETS["fashion-scm"] = dict(PRESETS["fashion"], model_family="scm", export="")
 
 
 def preset_config(preset: str, **overrides: Any) -> TrainConfig:

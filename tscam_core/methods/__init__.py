@@ -7,9 +7,9 @@
     method.cost, method.needs                    # "forward" or "forward+backward"; attention, a TS-CAM head, ...
 
 Each method is one module here that registers itself (``registry.register``): TS-CAM and its
-Table 5 variants (``tscam``), CNN CAM (``cnn_cam``), attention rollout (``rollout``), Chefer et
-al.'s generic gradient-weighted attention (``chefer``) and pytorch-grad-cam's GradCAM family
-(``gradcam``).
+Table 5 variants (``tscam``), CNN CAM (``cnn_cam``), attention rollout (``rollout``), SCM's map
+of an SCM-trained model (``scm``), Chefer et al.'s generic gradient-weighted attention (``chefer``)
+and pytorch-grad-cam's GradCAM family (``gradcam``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from torch import nn
 
 from ..explanation import MapSpec
-from . import chefer, cnn_cam, gradcam, rollout, tscam
+from . import chefer, cnn_cam, gradcam, rollout, scm, tscam
 from .registry import COST_LABELS, METHODS, NEED_LABELS, Cost, Method, Need, provides, register
 
 
@@ -48,4 +48,4 @@ def _in_order(methods: Iterable[Method]) -> list[Method]:
 
 
 __all__ = ["COST_LABELS", "NEED_LABELS", "Cost", "Method", "Need", "available", "chefer", "cnn_cam", "get",
-           "gradcam", "names", "provides", "register", "rollout", "tscam"]
+           "gradcam", "names", "provides", "register", "rollout", "scm", "tscam"]

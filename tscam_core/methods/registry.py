@@ -18,14 +18,16 @@ from torch import Tensor, nn
 from ..cnn_cam import CNNCAM
 from ..explanation import MapSpec
 from ..model import TSCAM
+from ..scm import SCM
 
 #: What a method needs of the model it explains.
-Need = Literal["attention", "tscam_head", "cam_head", "tokens"]
+Need = Literal["attention", "tscam_head", "cam_head", "tokens", "scm_trained"]
 NEED_LABELS: dict[str, str] = {
     "attention": "the attention of a ViT's blocks (a TS-CAM model)",
     "tscam_head": "per-token class maps S_c from a TS-CAM head (conv, or a classifier applied to every token)",
     "cam_head": "a CNN CAM model's class maps",
     "tokens": "a ViT's patch tokens (a TS-CAM model)",
+    "scm_trained": "a backbone trained through SCM's spatial calibration (an SCM model, --model-family scm)",
 }
 #: How a method's cost grows: one forward pass gives the maps of every class, or each class asks
 #: for a backward pass of its own.
@@ -80,6 +82,8 @@ class Method:
 
 def provides(model: nn.Module) -> frozenset[Need]:
     """What ``model`` offers the methods' needs."""
+    if isinstance(model, SCM):
+        return frozenset({"attention", "tscam_head", "tokens", "scm_trained"})
     if isinstance(model, TSCAM):
         return frozenset({"attention", "tscam_head", "tokens"})
     if isinstance(model, CNNCAM):

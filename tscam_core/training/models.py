@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +13,20 @@ from ..cnn_cam import CNNCAM, create_cnn_cam
 from ..errors import CheckpointError
 from ..model import TSCAM, create_tscam
 from ..recipes import TrainConfig
+from ..scm import create_scm
 from ..transforms import Preprocess
 
 
 def build_training_model(config: TrainConfig, num_classes: int) -> TSCAM | CNNCAM:
-    """TS-CAM (or, with ``model_family="cnn_cam"``, CNN CAM) on ``config.arch`` with the recipe's drop
-    path, starting from ImageNet weights from a local file, the hub, or none.
+    """TS-CAM (with ``model_family="cnn_cam"`` CNN CAM, with ``"scm"`` SCM) on ``config.arch`` with the
+    recipe's drop path, starting from ImageNet weights from a local file, the hub, or none.
 
-    ``tscam_core.build_model`` rebuilds a trained model from its checkpoint's ``ModelInfo`` instead.
+    ``tscam_core.build_model`` rebuilds a trained model from its checkpoint's ``ModelInfo`` instead. SCM
+    needs nothing of the step: its model gives the calibrated logits in training mode.
     """
-    create = create_cnn_cam if config.model_family == "cnn_cam" else create_tscam
+    settings = config.scm_settings()
+    create = {"cnn_cam": create_cnn_cam, "scm": partial(create_scm, settings=settings)}.get(
+        config.model_family, create_tscam)
     kwargs = dict(config.timm_kwargs(), drop_path_rate=config.drop_path)
     if config.pretrained_file:
         path = Path(config.pretrained_file)
@@ -82,4 +87,5 @@ def training_model_info(config: TrainConfig, class_names: list[str], preprocess:
         class_names=class_names, preprocess=preprocess.to_config(),
         recipe={**config.to_dict(), "epochs_done": epochs_done, "steps_done": steps_done},
         evaluation=evaluation or {}, family=config.model_family,
+        scm=config.scm_settings().to_dict() if config.model_family == "scm" else {},
     )
