@@ -134,3 +134,17 @@ def test_the_detail_of_a_rollout_run_says_its_live_maps_are_tscams(monkeypatch, 
     assert app.info[0].value == (f"This run scored {methods.get('rollout').label}; the live maps below are "
                                  "TS-CAM's, which this view draws.")
     assert app.slider(key="detail_layers").value == 2  # TS-CAM over every block
+
+
+def test_runs_of_other_splits_are_flagged_as_not_comparable(monkeypatch, folders, tmp_path):
+    from tscam_core.results import write_results
+
+    summary = stored(folders["rollout"])
+    summary.pop("format"), summary.pop("format_version")
+    summary["dataset"]["split"] = "val"
+    write_results(tmp_path / "rollout_val", summary, load_results(folders["rollout"]).per_image)
+    app = start(monkeypatch, folders["tscam_a"], tmp_path / "rollout_val")
+    app.switch_page("views/methods.py").run()
+    assert not app.exception, app.exception
+    assert app.warning[0].value.startswith("These runs were scored on different datasets or splits")
+    assert list(app.dataframe[0].value["dataset"]) == ["cub / test", "cub / val"]
