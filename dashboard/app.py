@@ -57,4 +57,5 @@ st.navigation([
     st.Page(here / "views" / "overview.py", title="Overview", icon=":material/monitoring:", default=True),
     st.Page(here / "views" / "failures.py", title="Failure browser", icon=":material/image_search:"),
     st.Page(here / "views" / "compare.py", title="Compare two runs", icon=":material/compare:"),
+    st.Page(here / "views" / "methods.py", title="Compare methods", icon=":material/leaderboard:"),
 ]).run()

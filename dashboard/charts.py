@@ -73,6 +73,35 @@ def delta_chart(frame: pd.DataFrame, first: str, second: str) -> go.Figure:
                   color_discrete_map={"gain": "#2a9d8f", "loss": "#e76f51"}, labels={"metric": "", "delta": "points"})
 
 
+def method_metrics_chart(bars: pd.DataFrame) -> go.Figure:
+    """The compared metrics of each run, a panel per metric, the bars coloured by method."""
+    title = "Methods side by side (%)"
+    if bars.empty:
+        return _empty(title)
+    figure = px.bar(bars, x="run", y="percent", color="method", facet_col="metric", title=title,
+                    category_orders={"run": list(dict.fromkeys(bars["run"]))}, labels={"run": "", "percent": "%"})
+    return figure.for_each_annotation(lambda note: note.update(text=note.text.split("=", 1)[-1]))
+
+
+def method_curve_chart(frame: pd.DataFrame) -> go.Figure:
+    """Accuracy against the CAM threshold, a line per run and criterion, coloured by method."""
+    title = "Localization vs CAM threshold, by method"
+    if frame.empty:
+        return _empty(title)
+    frame = frame.assign(criterion=frame["criterion"].map(_CRITERION_NAMES))
+    figure = px.line(frame, x="x", y="accuracy", color="method", line_dash="criterion", line_group="run",
+                     hover_name="run", markers=True, title=title,
+                     labels={"x": _X_TITLES["loc_vs_cam_threshold"], "accuracy": "localization accuracy (%)"})
+    return figure.update_yaxes(rangemode="tozero")
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def method_figures(summaries: dict[str, Summary]) -> dict[str, go.Figure]:
+    """The method comparison's charts, cached on the summaries."""
+    return {"chart_method_metrics": method_metrics_chart(data.method_bars(data.method_table(summaries))),
+            "chart_method_cam": method_curve_chart(data.curve_frame(summaries, "loc_vs_cam_threshold"))}
+
+
 @st.cache_data(show_spinner=False, max_entries=32)
 def overview_figures(summaries: dict[str, Summary]) -> dict[str, go.Figure]:
     """Every overview chart, cached on the summaries: building plotly figures costs ~0.2 s each."""

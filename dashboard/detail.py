@@ -51,6 +51,9 @@ def show(run: Run, row: dict) -> None:
     st.subheader(f"{row['image_id']}: {row['gt_name']}, predicted {row['pred_name']} ({row['confidence']:.1%})")
     st.caption(f"Stored by the evaluation: IoU {row['iou']:.3f}, error type {ERROR_LABELS[row['error_type']]} ({ERROR_MEANINGS[row['error_type']]}), "
                f"GT-known IoU {row['gt_known_iou']:.3f}.")
+    method = run.summary.settings.method
+    if run.summary.settings.map is None:
+        st.info(f"This run scored {method.label}; the live maps below are TS-CAM's, which this view draws.")
     try:
         explained = explain_row(run, row)
     except (TSCAMError, OSError) as error:

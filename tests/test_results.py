@@ -136,7 +136,7 @@ def edit_summary(folder, change) -> None:
 def test_old_and_foreign_versions(folder):
     # Version 1 scored box pixels half-open (before the reference codes' conventions): refused.
     edit_summary(folder, lambda d: d.update(format_version=1))
-    with pytest.raises(ResultsError, match="version 1 is an older format; this tscam reads version 2"):
+    with pytest.raises(ResultsError, match="version 1 is an older format; this tscam reads versions 2 and 3"):
         load_results(folder)
     edit_summary(folder, lambda d: d.update(format_version=7))
     with pytest.raises(ResultsError, match="version 7 is another format"):

@@ -22,7 +22,7 @@ from .explanation import VARIANTS, MapSpec, as_mode_and_count
 from .images import load_image
 from .overlay import GT_COLOR, PRED_COLOR, DrawnBox
 from .results import THUMBNAIL_DIR
-from .summary import ERROR_LABELS, ERROR_TYPES, METRICS, Summary
+from .summary import ERROR_LABELS, ERROR_TYPES, METRICS, Metric, Summary
 
 #: Larger than any thumbnail the evaluation draws (longest side 128 px): a bigger file is not decoded.
 THUMBNAIL_MAX_PIXELS = 1024 * 1024
@@ -40,7 +40,7 @@ def metrics_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:
 
 
 def curve_frame(summaries: Mapping[str, Summary], curve: str) -> pd.DataFrame:
-    """A long table (run, x, criterion, accuracy %) of one curve of every run that has it."""
+    """A long table (run, method, x, criterion, accuracy %) of one curve of every run that has it."""
     rows = []
     for name, summary in summaries.items():
         data = summary.metrics.curves.get(curve)
@@ -50,8 +50,39 @@ def curve_frame(summaries: Mapping[str, Summary], curve: str) -> pd.DataFrame:
             for x, y in zip(data.x, data.series.get(criterion, ()), strict=False):
                 if y is None:  # no image to measure it on (a run of no images)
                     continue
-                rows.append({"run": name, "x": x, "criterion": criterion, "accuracy": 100.0 * y})
-    return pd.DataFrame(rows, columns=["run", "x", "criterion", "accuracy"])
+                rows.append({"run": name, "method": summary.settings.method.name, "x": x, "criterion": criterion,
+                             "accuracy": 100.0 * y})
+    return pd.DataFrame(rows, columns=["run", "method", "x", "criterion", "accuracy"])
+
+
+#: What the method comparison puts side by side: the paper's two accuracies and Choe et al.'s two measures.
+COMPARED_METRICS: tuple[Metric, ...] = tuple(
+    metric for metric in METRICS if metric.path in ("top1_loc", "gt_known_loc", "maxboxacc_v2.mean", "pxap"))
+
+
+def method_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:
+    """One row per run (the index), runs of one method together in the order the methods first come:
+    its method, what that costs, the split and CAM threshold it was scored at, and the
+    ``COMPARED_METRICS`` in percent (NaN where the run has none: PxAP without masks)."""
+    labels = [metric.label for metric in COMPARED_METRICS]
+    rows = [{"run": name, "method": summary.settings.method.name, "label": summary.settings.method.label,
+             "cost": summary.settings.method.cost, "dataset": f"{summary.dataset.kind} / {summary.dataset.split}",
+             "CAM threshold": summary.settings.cam_threshold,
+             **{metric.label: summary.metrics.value(metric) for metric in COMPARED_METRICS}}
+            for name, summary in summaries.items()]
+    table = pd.DataFrame(rows, columns=["run", "method", "label", "cost", "dataset", "CAM threshold", *labels])
+    table[labels] = table[labels].astype(float) * 100.0
+    first = {method: i for i, method in enumerate(dict.fromkeys(table["method"]))}
+    return table.sort_values("method", key=lambda column: column.map(first), kind="stable").set_index("run")
+
+
+def method_bars(table: pd.DataFrame) -> pd.DataFrame:
+    """A ``method_table`` as (run, method, metric, percent) rows, one per bar, in the table's order;
+    a metric a run lacks has no row."""
+    labels = [metric.label for metric in COMPARED_METRICS]
+    bars = table.reset_index().melt(id_vars=["run", "method"], value_vars=labels, var_name="metric",
+                                    value_name="percent")
+    return bars.dropna(subset=["percent"]).reset_index(drop=True)
 
 
 def variants_frame(summaries: Mapping[str, Summary]) -> pd.DataFrame:
@@ -90,10 +121,13 @@ def per_class_frame(summary: Summary) -> pd.DataFrame:
     return frame.sort_values(["gt_known", "class_name"], kind="stable").reset_index(drop=True)
 
 
-def scored_map(spec: MapSpec, depth: int) -> MapSpec:
+def scored_map(spec: MapSpec | None, depth: int) -> MapSpec:
     """The map the run scored, so that the detail view first shows that one. Blocks its controls cannot
     show (a gap between blocks) or that do not fit the model start at every block; a variant the
-    explorer does not draw (a CNN's CAM) at TS-CAM."""
+    explorer does not draw (a CNN's CAM) and a run of a method that is no map of the explanation
+    (None: rollout, a gradient method) at TS-CAM."""
+    if spec is None:
+        return MapSpec()
     if spec.variant not in VARIANTS:
         spec = MapSpec("tscam", spec.blocks, spec.signed)
     try:
@@ -177,7 +211,8 @@ def identity_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:
             "checkpoint": checkpoint.source, "architecture": checkpoint.arch,
             "classes": checkpoint.num_classes, "dataset": f"{dataset.kind} / {dataset.split}",
             "images": dataset.num_images, "CAM threshold": settings.cam_threshold,
-            "map": settings.map.label, "images / s": summary.images_per_second, "created": summary.created,
+            "method": settings.method.label, "cost": settings.method.cost,
+            "images / s": summary.images_per_second, "created": summary.created,
         }
     return pd.DataFrame(rows).astype(str)
 

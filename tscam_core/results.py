@@ -32,9 +32,14 @@ from .files import atomic_write
 from .summary import CRITERIA, REQUIRED_METRICS, SUMMARY_FILE, Summary, parse_summary
 
 FORMAT_NAME = "tscam-results"
-#: 2: scored with the reference codes' conventions (tscam_core.metrics, tscam_core.overlaps) and settings.box_convention
-#: recorded; version 1 folders counted box pixels half-open and are read no more: re-run the evaluation.
-FORMAT_VERSION = 2
+#: 3: settings.method records the localization method scored (a method other than a map of the
+#: explanation has no variant, layer count or map keys). 2: scored with the reference codes'
+#: conventions (tscam_core.metrics, tscam_core.overlaps) and settings.box_convention recorded; still
+#: read, as runs of their map's own method. Version 1 folders counted box pixels half-open and are
+#: read no more: re-run the evaluation.
+FORMAT_VERSION = 3
+#: The versions ``load_results`` reads, oldest first.
+READABLE_VERSIONS = (2, 3)
 TABLE_FILE = "per_image.parquet"
 THUMBNAIL_DIR = "thumbnails"
 #: Where an evaluation draws its thumbnails until it has scored every image.
@@ -139,10 +144,11 @@ def read_summary(summary_path: Path) -> tuple[dict[str, Any], Summary]:
     if not isinstance(summary, dict) or summary.get("format") != FORMAT_NAME:
         raise ResultsError(f"{SUMMARY_FILE} is not a tscam results summary (no format '{FORMAT_NAME}')", folder)
     version = summary.get("format_version")
-    if version != FORMAT_VERSION:
-        age = "an older" if isinstance(version, int) and version < FORMAT_VERSION else "another"
-        raise ResultsError(f"results format version {version} is {age} format; this tscam reads version "
-                           f"{FORMAT_VERSION}: re-run python -m tscam_core.evaluate", folder)
+    if version not in READABLE_VERSIONS:
+        age = "an older" if isinstance(version, int) and version < READABLE_VERSIONS[0] else "another"
+        readable = " and ".join(map(str, READABLE_VERSIONS))
+        raise ResultsError(f"results format version {version} is {age} format; this tscam reads versions "
+                           f"{readable}: re-run python -m tscam_core.evaluate", folder)
     missing = [key for key in REQUIRED_SUMMARY if key not in summary]
     metrics = summary.get("metrics")
     missing += [f"metrics.{key}" for key in REQUIRED_METRICS if isinstance(metrics, dict) and key not in metrics]

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import ResultsError
-from .explanation import DEFAULT_MAP, VARIANT_LABELS, MapSpec
+from .explanation import VARIANT_LABELS, MapSpec
+from .methods import COST_LABELS
+from .methods.tscam import from_spec
 from .metrics import CORRECT
 from .metrics import ERROR_TYPES as FAILURE_TYPES
 
@@ -100,11 +102,27 @@ class DatasetIdentity:
 
 
 @dataclass(frozen=True)
+class RunMethod:
+    """The localization method a run scored (``tscam_core.methods``), as the run recorded it."""
+
+    name: str  # ``methods.get`` reads it back: "rollout", "tscam@last:4", ...
+    label: str
+    cost: str  # a key of methods.COST_LABELS
+
+    @classmethod
+    def of_map(cls, spec: MapSpec) -> RunMethod:
+        """The map's own method: what results written before runs recorded their method scored."""
+        return cls(**from_spec(spec).record())
+
+
+@dataclass(frozen=True)
 class RunSettings:
     """The settings the dashboard reads back; the file holds more (batch size, pool), for the record."""
 
     cam_threshold: float
-    map: MapSpec = DEFAULT_MAP  # the map the run scored (settings.variant, .layers, .signed_class_maps)
+    method: RunMethod
+    map: MapSpec | None  # the map the run scored (settings.variant, .layers, .signed_class_maps); None for a
+    # method that is no view of the explanation (rollout, the gradient methods)
 
 
 @dataclass(frozen=True)
@@ -208,14 +226,30 @@ def _summary(data: Mapping[str, Any]) -> Summary:
             num_images=_count(_field(dataset, "num_images", "dataset."), "dataset.num_images"),
             kind=_text(dataset.get("kind"), "dataset.kind", optional=True),
             split=_text(dataset.get("split"), "dataset.split", optional=True)),
-        settings=RunSettings(
-            cam_threshold=_fraction(_field(settings, "cam_threshold", "settings."), "settings.cam_threshold",
-                                    optional=False),
-            map=_map(settings)),
+        settings=_settings(settings),
         metrics=_metrics(_object(_field(data, "metrics"), "metrics")),
         images_per_second=_number(data.get("images_per_second"), "images_per_second", optional=True),
         created=_text(data.get("created"), "created", optional=True),
     )
+
+
+def _settings(settings: Mapping[str, Any]) -> RunSettings:
+    """A run's settings; one without ``method`` (format 2) scored its map's own method, and one whose
+    method is not a map of the explanation records no map."""
+    recorded = _optional_object(settings.get("method"), "settings.method")
+    spec = _map(settings) if recorded is None or "variant" in settings else None
+    return RunSettings(
+        cam_threshold=_fraction(_field(settings, "cam_threshold", "settings."), "settings.cam_threshold",
+                                optional=False),
+        method=RunMethod.of_map(spec) if recorded is None else _method(recorded), map=spec)
+
+
+def _method(data: Mapping[str, Any]) -> RunMethod:
+    name, label, cost = (_text(_field(data, key, "settings.method."), f"settings.method.{key}")
+                         for key in ("name", "label", "cost"))
+    if cost not in COST_LABELS:
+        raise _Bad("settings.method.cost", f"one of {', '.join(map(repr, COST_LABELS))}", cost)
+    return RunMethod(name, label, cost)
 
 
 def _metrics(data: Mapping[str, Any]) -> Metrics:

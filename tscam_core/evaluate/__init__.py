@@ -20,6 +20,13 @@ One pass yields the main setting (``variant`` / ``layers``: the paper's five acc
 MaxBoxAccV2, PxAP where masks exist, the curves against the IoU and CAM thresholds), the three map
 variants and every layer count 1..L, all from the same ``Explanation``.
 
+``--method NAME`` (``EvalSettings.method``) scores a method of ``tscam_core.methods`` instead, through
+the same scorer: one that is a map of the explanation (``tscam@last:4``, ``trans_cam``, ``cam``) exactly
+as ``--variant`` / ``--layers`` name it; any other (``rollout``, ``chefer_generic``, ``gradcam``, ...)
+runs on each batch for the GT and top-1 classes' maps, eagerly, beside the explain pass that ranks the
+classes, and its summary has no variants and no layer counts. summary.json's ``settings.method``
+records which.
+
 The package, one concern a module: ``settings`` (``EvalSettings``, the pool's kind and size),
 ``scoring`` (the per-image protocol: the reference scorer ``score_image`` and the batched backend
 ``score_batch``, equal record for record, behind ``scoring.BACKEND``), ``maps`` (which maps of an

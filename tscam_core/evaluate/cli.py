@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .. import methods
 from ..datasets import open_dataset
 from ..errors import TSCAMError
 from ..explanation import CAM_VARIANTS, VARIANTS, Blocks, MapSpec, variants_for
@@ -44,7 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float,
                         help="CAM threshold of the paper's boxes (default: the checkpoint's, chosen on its "
                              "validation images; else the paper's 0.1)")
-    parser.add_argument("--layers", type=parse_layers, default="all",
+    parser.add_argument("--method",
+                        help=f"localization method scored: one of {', '.join(methods.names())}, or a TS-CAM map "
+                             "such as tscam@last:4+signed (default: the model's own map, set by the three below)")
+    parser.add_argument("--layers", type=parse_layers,
                         help="blocks averaged into A*: all (default), first:k, last:k, or block indices 0,3,5")
     parser.add_argument("--variant", choices=VARIANTS + CAM_VARIANTS,
                         help="map of the main setting (default: the model's own, tscam or a CNN's cam)")
@@ -80,18 +84,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         check_device(args.device)
+        scored = scored_map(args)
         model = load_model(args.checkpoint, device=args.device, family=None)
         threshold, why = (args.threshold, "given with --threshold") if args.threshold is not None else \
             model.info.default_threshold()
-        print(f"CAM threshold {threshold:g}: {why}", file=sys.stderr)
         settings = EvalSettings(
             cam_threshold=threshold,
-            map=MapSpec(args.variant or variants_for(model.depth)[0], args.layers, args.signed_class_maps),
+            **(scored or {"map": MapSpec(args.variant or variants_for(model.depth)[0], "all" if args.layers is None else args.layers, args.signed_class_maps)}),
             iou_threshold=args.iou_threshold, box_convention=args.box_convention,
             cam_curve_interval=args.cam_curve_interval, batch_size=args.batch_size, threads=args.threads,
             pool=args.pool, loader_workers=args.workers, model_threads=args.model_threads, graph=not args.eager,
             thumbnails=args.thumbnails, limit=args.limit,
         )
+        method = methods.for_model(settings.scored, model)
+        own = method.spec is not None or args.threshold is not None
+        print(f"CAM threshold {threshold:g}: {why}" + ("" if own else f", for the checkpoint's own map, not for "
+              f"{method.name}'s: pick one on a validation split (loc_vs_cam_threshold) and pass --threshold"),
+              file=sys.stderr)
+        print(method_line(settings), file=sys.stderr)
         dataset = open_dataset(args.dataset, args.split, args.kind, args.on_error)
         results = evaluate(model, dataset, args.out, settings, name=args.name, dataset_kind=args.kind,
                            overwrite=args.overwrite)
@@ -100,6 +110,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(report(results))
     return 0
+
+
+def scored_map(args: argparse.Namespace) -> dict[str, str]:
+    """``{"method": NAME}`` for ``EvalSettings`` when --method is given (and none of the options that
+    name a map piece by piece is); else nothing, and the map is made of those options."""
+    pieces = [flag for flag, value in (("--variant", args.variant), ("--layers", args.layers),
+                                       ("--signed-class-maps", args.signed_class_maps or None)) if value is not None]
+    if args.method is None:
+        return {}
+    if pieces:
+        raise ValueError(f"--method names the whole map, so {' and '.join(pieces)} cannot go with it; write a "
+                         "TS-CAM map's blocks and sign into the name instead, e.g. --method tscam@last:4+signed")
+    return {"method": args.method}
+
+
+def method_line(settings: EvalSettings) -> str:
+    """What is scored, what it costs, and how the model runs: as one traced graph only where the maps
+    scored are the explain pass's own (a view of the explanation)."""
+    method = settings.scored
+    if settings.uses_graph:
+        how = "the model runs as one traced graph"
+    elif method.spec is not None:
+        how = "the model runs eagerly (--eager)"
+    else:
+        how = ("the model runs eagerly: the traced graph is the explain pass alone, whose maps are TS-CAM's "
+               "and its variants', and here only ranks the classes")
+    return f"Method {method.name} ({method.label}): {methods.COST_LABELS[method.cost]}; {how}"
 
 
 def check_device(name: str) -> None:

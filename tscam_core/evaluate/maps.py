@@ -12,14 +12,17 @@ import numpy as np
 import torch
 
 from ..explanation import Explanation, MapSpec, variants_for
+from ..methods import Method
 from .scoring import Backend, ImageMaps, ImageRecord, Protocol, score_images
 from .summary import layer_name
 
 
-def named_maps(main: MapSpec, depth: int) -> tuple[dict[str, MapSpec], tuple[str, ...]]:
+def named_maps(main: MapSpec | None, depth: int) -> tuple[dict[str, MapSpec], tuple[str, ...]]:
     """Every map variant (over the main map's blocks) and TS-CAM over each first-k blocks, by name, and
     the names the main map itself answers for (its variant; its layer count where it is TS-CAM over
-    the first k blocks)."""
+    the first k blocks). No main map (a method that is not a view of the explanation): none."""
+    if main is None:
+        return {}, ()
     named = {name: dataclasses.replace(main, variant=name) for name in variants_for(depth)}
     named.update({layer_name(k): MapSpec("tscam", f"first:{k}", main.signed) for k in range(1, depth + 1)})
     chosen = main.indices(depth)
@@ -37,6 +40,17 @@ def batch_maps(explanation: Explanation, labels: torch.Tensor, top1: torch.Tenso
         explanation.maps(main, torch.stack([labels, top1], dim=1)),
         *(explanation.maps(named[name], gt_only) for name in protocol.channels),
     ], dim=1).float().cpu().numpy()
+
+
+def scored_maps(method: Method, model: torch.nn.Module, images: torch.Tensor, explanation: Explanation,
+                labels: torch.Tensor, top1: torch.Tensor, named: Mapping[str, MapSpec], protocol: Protocol) -> np.ndarray:
+    """The batch's maps as ``protocol`` lays out the channels: of a method that is a view of the
+    explanation, ``batch_maps``; of any other, the GT and top-1 classes' maps alone (no named map has
+    a channel), from the method's own passes over ``images`` (a gradient method turns gradients on
+    itself, under the evaluation's no_grad)."""
+    if method.spec is not None:
+        return batch_maps(explanation, labels, top1, method.spec, named, protocol)
+    return method(model, images, torch.stack([labels, top1], dim=1)).float().cpu().numpy()
 
 
 @torch.no_grad()

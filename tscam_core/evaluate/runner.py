@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .. import methods
 from ..boxes import contour_sweeps, upsample_grays, upsample_map
 from ..cnn_cam import CNNCAM
 from ..datasets import Sample, TorchWSOL, WSOLDataset, collate, load_mask, object_pixels
@@ -42,7 +43,7 @@ from ..metrics import cam_thresholds, score_histograms
 from ..model import TSCAM
 from ..results import SUMMARY_FILE, Results, ResultsError, write_results
 from ..transforms import Preprocess
-from .maps import batch_maps, named_maps
+from .maps import named_maps, scored_maps
 from .scoring import ImageMaps, Protocol, score_images
 from .settings import EvalSettings, can_fork
 from .summary import (
@@ -78,7 +79,7 @@ class Context:
     def accumulators(self) -> Accumulators:
         protocol = self.protocol
         return Accumulators(self.num_classes, self.depth, self.preprocess, protocol.sweep, protocol.curve,
-                            protocol.iou_threshold)
+                            protocol.iou_threshold, views=self.settings.scored.spec is not None)
 
 
 @dataclass
@@ -97,12 +98,14 @@ class BatchJob:
     sampled: list[bool]
 
 
-def make_jobs(explanation: Explanation, batch: dict, dataset: WSOLDataset, context: Context,
-              sampled: set[int], parts: int) -> list[BatchJob]:
-    """A batch's maps for the pool, in ``parts`` slices (so that the last batch's work spreads too)."""
+def make_jobs(model: torch.nn.Module, images: torch.Tensor, explanation: Explanation, batch: dict,
+              dataset: WSOLDataset, context: Context, sampled: set[int], parts: int) -> list[BatchJob]:
+    """A batch's maps for the pool, in ``parts`` slices (so that the last batch's work spreads too); the
+    classes are ranked by ``explanation``'s logits whichever method makes the maps."""
     labels = batch["label"].to(explanation.logits.device)
     scores, classes = explanation.top_classes(5)
-    maps = batch_maps(explanation, labels, classes[:, 0], context.settings.map, context.named, context.protocol)
+    maps = scored_maps(context.settings.scored, model, images, explanation, labels, classes[:, 0], context.named,
+                       context.protocol)
     indices = batch["index"].tolist()
     labels_list, classes_list, scores_list = labels.tolist(), classes.cpu().tolist(), scores.cpu().tolist()
     sizes = [(int(w), int(h)) for w, h in batch["size"].tolist()]
@@ -177,9 +180,11 @@ def _evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: Path, settings: 
     """Score ``model`` on ``dataset`` and write the results folder ``out``; returns it loaded.
 
     A CNN CAM model (depth 0) is scored with ``MapSpec("cam")``, its only map: no other variants
-    and no layer counts. ``settings.model_threads`` sets torch's thread count for the run and
-    restores it after: with a small model on few cores, 1 leaves the other cores to the scoring
-    (the model's arithmetic may round differently at another thread count).
+    and no layer counts. A method that is no view of the explanation (``settings.scored``: rollout,
+    a gradient method) is run on each batch beside the eager explain pass, which ranks the classes;
+    its summary has no variants and no layer counts either. ``settings.model_threads`` sets torch's
+    thread count for the run and restores it after: with a small model on few cores, 1 leaves the
+    other cores to the scoring (the model's arithmetic may round differently at another thread count).
 
     A folder that already holds finished results (a ``summary.json``) is refused unless
     ``overwrite``. Thumbnails are drawn into a staging folder and replace the old ones only once
@@ -192,7 +197,7 @@ def _evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: Path, settings: 
     if dataset.num_classes != model.num_classes:
         raise DatasetError(f"the dataset has {dataset.num_classes} classes but the checkpoint "
                            f"{model.info.source or model.info.arch} has {model.num_classes}", str(dataset.root))
-    settings.map.check(model.depth)
+    methods.for_model(settings.scored, model)
     if (out / SUMMARY_FILE).exists() and not overwrite:
         raise ResultsError("already holds evaluation results; pick another --out or pass --overwrite", out)
     subset = dataset if settings.limit is None else dataclasses.replace(dataset, samples=dataset.samples[:settings.limit])
@@ -206,7 +211,8 @@ def _evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: Path, settings: 
     skipped: list[Skip] = list(dataset.skipped)
     bar = tqdm(total=len(subset), unit="img", desc="evaluating", disable=not progress)
     start = time.perf_counter()
-    with torch_threads(settings.model_threads), make_pool(settings) as pool, ThreadPoolExecutor(1) as decoder, bar:
+    with (torch_threads(settings.model_threads), torch.no_grad(), make_pool(settings) as pool,
+          ThreadPoolExecutor(1) as decoder, bar):
         pending: deque[list[Future]] = deque()
 
         def drain_one() -> None:
@@ -222,9 +228,10 @@ def _evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: Path, settings: 
             if "image" not in batch:
                 continue
             images = batch["image"].to(device, non_blocking=True)
-            explanation = (graph_explain(model, images, settings.batch_size) if settings.graph
+            explanation = (graph_explain(model, images, settings.batch_size) if settings.uses_graph
                            else model.explain(images))
-            jobs = make_jobs(explanation, batch, subset, context, sampled, parts=settings.scoring.workers)
+            jobs = make_jobs(model, images, explanation, batch, subset, context, sampled,
+                             parts=settings.scoring.workers)
             pending.append([pool.submit(score_job, job, context) for job in jobs])
             while len(pending) > MAX_PENDING_BATCHES:
                 drain_one()
@@ -246,7 +253,7 @@ def _evaluate(model: TSCAM | CNNCAM, dataset: WSOLDataset, out: Path, settings: 
 def make_context(model: TSCAM | CNNCAM, settings: EvalSettings, dataset_root: Path, thumbnail_dir: Path) -> Context:
     """The protocol of ``settings`` for ``model``: its input size, every named map of its depth."""
     preprocess = model.info.transform
-    named, main_names = named_maps(settings.map, model.depth)
+    named, main_names = named_maps(settings.scored.spec, model.depth)
     protocol = Protocol(tuple(preprocess.input_size), settings.cam_threshold, settings.iou_threshold,
                         settings.box_convention, cam_thresholds(settings.cam_curve_interval),
                         cam_thresholds(settings.threshold_curve_interval), tuple(named), main_names)

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
 
-from ..explanation import MapSpec
+from .. import methods
+from ..explanation import DEFAULT_MAP, MapSpec
 from ..metrics import CAM_CURVE_INTERVAL
 from ..overlaps import BOX_CONVENTIONS, DEFAULT_BOX_CONVENTION, BoxConvention
 
@@ -24,6 +25,7 @@ class EvalSettings:
 
     cam_threshold: float = 0.1  # the paper's threshold for the box of the main setting
     map: MapSpec = MapSpec()  # the main map; the other variants use its blocks and sign convention
+    method: str | None = None  # a tscam_core.methods name scored instead of ``map`` (see ``scored``)
     iou_threshold: float = 0.5  # Top-1/Top-5 Loc need IoU above it, GT-known Loc at least it (official code)
     box_convention: BoxConvention = DEFAULT_BOX_CONVENTION  # pixels counted inclusively, as both references
     cam_curve_interval: float = CAM_CURVE_INTERVAL  # MaxBoxAccV2 sweep and PxAP bins (Choe et al.'s step, 0.001)
@@ -33,20 +35,23 @@ class EvalSettings:
     pool: Literal["auto", "thread", "process"] = "auto"  # auto: processes from PROCESS_POOL_CORES cores on
     loader_workers: int = field(default_factory=default_loader_workers)  # 0: a decoding thread
     model_threads: int | None = None  # torch's CPU threads during the run (None: as set); see evaluate()
-    graph: bool = True  # the model as one traced graph, free of the GIL while the pool scores (tscam_core.graph)
+    graph: bool = True  # the explain pass as one traced graph, free of the GIL while the pool scores (tscam_core.graph)
     thumbnails: int = 16  # images sampled for success thumbnails (failures always get one)
     thumbnail_size: int = 128  # longest side at most; never larger than the model input
     limit: int | None = None
     seed: int = 0
 
     def record(self) -> dict:
+        """summary.json's settings: the map's keys only where the method is a view of the explanation."""
+        scored = self.scored
         return {
-            "cam_threshold": self.cam_threshold, **self.map.record(),
+            "cam_threshold": self.cam_threshold, **(scored.spec.record() if scored.spec else {}),
+            "method": scored.record(),
             "iou_threshold": self.iou_threshold, "box_convention": self.box_convention,
             "cam_curve_interval": self.cam_curve_interval,
             "threshold_curve_interval": self.threshold_curve_interval, "frame": "model_input",
             "batch_size": self.batch_size, "limit": self.limit, "threads": self.scoring.workers,
-            "pool": self.scoring.kind, "graph": self.graph,
+            "pool": self.scoring.kind, "graph": self.uses_graph,
         }
 
     def __post_init__(self) -> None:
@@ -64,13 +69,28 @@ class EvalSettings:
              "within (0, 1]"),
             ("thumbnails", self.thumbnails, self.thumbnails >= 0, "0 or more"),
         ) if not ok]
+        if self.method is not None and self.map != DEFAULT_MAP:
+            problems.append(f"method {self.method!r} and map {self.map.key!r} both name the map scored: give one")
         if problems:
             raise ValueError("; ".join(problems))
-        _ = self.scoring  # resolved once, now: an unknown pool kind fails here, before any work
+        _ = self.scoring, self.scored  # resolved once, now: an unknown pool kind or method fails here, before any work
 
     @cached_property
     def scoring(self) -> ScoringPool:
         return ScoringPool.of(self.pool, self.threads)
+
+    @cached_property
+    def scored(self) -> methods.Method:
+        """The method scored: ``method`` by name, else ``map``'s own. One with a ``spec`` is scored as
+        that map of the explanation, exactly as ``map`` would be, with the other variants and layer
+        counts beside it; any other is run on each batch for the GT and top-1 classes' maps alone."""
+        return methods.get(self.method) if self.method is not None else methods.tscam.from_spec(self.map)
+
+    @property
+    def uses_graph(self) -> bool:
+        """Whether the explain pass runs as the traced graph: asked for, and its maps are the ones scored
+        (another method runs its own passes eagerly; the explain pass then only classifies)."""
+        return self.graph and self.scored.spec is not None
 
 
 #: Usable cores from which ``pool="auto"`` scores in processes. Threads share the GIL, so they stop

@@ -47,8 +47,9 @@ class Accumulators:
     """Every running total of one evaluation; ``add`` also returns the image's table row."""
 
     def __init__(self, num_classes: int, depth: int, preprocess: Preprocess, sweep: np.ndarray, curve: np.ndarray,
-                 iou_threshold: float = 0.5) -> None:
+                 iou_threshold: float = 0.5, views: bool = True) -> None:
         self.depth = depth
+        self.views = views  # the variants and layer counts scored beside the main map (a view of the explanation)
         self.preprocess = preprocess
         self.localization = LocalizationAccumulator(num_classes, iou_threshold)
         self.maxboxacc = MaxBoxAccV2(sweep)
@@ -93,6 +94,8 @@ class Accumulators:
         metrics["maxboxacc_v2"] = self.maxboxacc.result()
         metrics["pxap"] = self.pxap.result()
         metrics["loc_vs_cam_threshold"] = self.threshold_curve.result()
+        if not self.views:  # another method: no variant or layer count was scored, and the keys are absent
+            return metrics
         fraction = self.tally.fraction
         counts = list(range(1, self.depth + 1))
         metrics["layer_count"] = {"counts": counts, **{

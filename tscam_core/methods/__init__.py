@@ -4,6 +4,7 @@
     method = methods.get("rollout")              # or "tscam", "tscam@last:4", "chefer_generic", "gradcam", ...
     maps = method(model, images, classes)        # B x K x h x w for classes B x K
     [m.name for m in methods.available(model)]   # what this model can give
+    methods.for_model("rollout", model)          # that method, or a ValueError naming what the model lacks
     method.cost, method.needs                    # "forward" or "forward+backward"; attention, a TS-CAM head, ...
 
 Each method is one module here that registers itself (``registry.register``): TS-CAM and its
@@ -43,9 +44,26 @@ def available(model: nn.Module) -> tuple[Method, ...]:
     return tuple(method for method in _in_order(METHODS.values()) if method.fits(model))
 
 
+def for_model(method: str | Method, model: nn.Module) -> Method:
+    """``method`` (a name for ``get``) if ``model`` can give its maps; else a ValueError saying why: the
+    map variant or blocks of a TS-CAM map the model does not have, or what the method needs and the
+    methods this model can give."""
+    method = get(method) if isinstance(method, str) else method
+    if method.spec is not None:
+        try:
+            method.spec.check(model.depth)
+        except ValueError as error:
+            raise ValueError(f"method {method.name!r}: {error}") from None
+    try:
+        return method.check(model)
+    except ValueError as error:
+        offered = ", ".join(m.name for m in available(model)) or "none"
+        raise ValueError(f"{error}; the methods it can give: {offered}") from None
+
+
 def _in_order(methods: Iterable[Method]) -> list[Method]:
     return sorted(methods, key=lambda method: method.gradients)  # stable: registration order within a cost
 
 
-__all__ = ["COST_LABELS", "NEED_LABELS", "Cost", "Method", "Need", "available", "chefer", "cnn_cam", "get",
-           "gradcam", "names", "provides", "register", "rollout", "scm", "tscam"]
+__all__ = ["COST_LABELS", "NEED_LABELS", "Cost", "Method", "Need", "available", "chefer", "cnn_cam", "for_model",
+           "get", "gradcam", "names", "provides", "register", "rollout", "scm", "tscam"]

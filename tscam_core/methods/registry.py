@@ -65,16 +65,25 @@ class Method:
     def fits(self, model: nn.Module) -> bool:
         return self.needs <= provides(model)
 
+    def record(self) -> dict[str, str]:
+        """What a results folder keeps of it (summary.json's ``settings.method``, docs/results-format.md)."""
+        return {"name": self.name, "label": self.label, "cost": self.cost}
+
+    def check(self, model: nn.Module) -> Method:
+        """This method, if ``model`` has what it needs; else a ValueError naming the first need it lacks."""
+        missing = sorted(self.needs - provides(model))
+        if missing:
+            raise ValueError(f"method {self.name!r} needs {NEED_LABELS[missing[0]]}; "
+                             f"{type(model).__name__} has none")
+        return self
+
     def __call__(self, model: nn.Module, images: Tensor, classes: Tensor) -> Tensor:
         """The maps of ``classes`` (B x K indices) for each image: B x K x h x w, float32, on the images' device.
 
         h x w is the token grid for the attention methods and the input size for pytorch-grad-cam's
         (which resizes its maps itself): the protocol upsamples either to the input.
         """
-        missing = sorted(self.needs - provides(model))
-        if missing:
-            raise ValueError(f"method {self.name!r} needs {NEED_LABELS[missing[0]]}; "
-                             f"{type(model).__name__} has none")
+        self.check(model)
         _check_batch(model, images, classes)
         maps = self.function(model, images, classes.to(images.device).long())
         return maps.to(device=images.device, dtype=torch.float32)
