@@ -25,20 +25,12 @@ from typing import Any, NoReturn
 import gradio as gr
 from gradio.utils import get_upload_folder, is_in_or_equal
 
-from tscam_core import (
-    COLORMAPS,
-    VARIANT_LABELS,
-    VARIANTS,
-    CheckpointError,
-    DatasetError,
-    ImageError,
-    MapSpec,
-    load_model,
-)
+from tscam_core import COLORMAPS, CheckpointError, DatasetError, ImageError, load_model
 from tscam_core.catalog import domain_of, find_class, has_names, outside_domain_note, read_class_names
 from tscam_core.examples import Example, ExampleSet, read_example_sets
 from tscam_core.explanation import DEFAULT_LAYER_MODE, LAYER_MODES, blocks_of
 from tscam_core.explorer import ExplainedImage, Explorer, Settings
+from tscam_core.explorer_methods import MapNotComputed, picker_choices
 from tscam_core.model_zoo import MODELS_VARIABLE, ModelZoo, default_sources, sources_from_environment
 
 HERE = Path(__file__).resolve().parent
@@ -82,8 +74,14 @@ shown a box in training.
   gather the object. "in A\\*" marks the blocks averaged under the current setting.
 
 **Controls** change only the drawing, never the model's pass: class (any class can be shown, not
-just the top one), blocks (last or first k), threshold, the map used for the box (TS-CAM, or its
-ablations TransAttention = A\\* alone and TransCAM = S_c alone), opacity and colormap.
+just the top one), blocks (last or first k), threshold, opacity and colormap.
+
+**Method** (the map used for the box), each listed with what it costs: TS-CAM and its ablations
+TransAttention = A\\* alone and TransCAM = S_c alone are drawn at once from the image's pass. The
+other methods need passes of their own: attention rollout (one forward pass) and the gradient
+methods, Chefer et al.'s and the GradCAM family (a forward and a backward pass per class). Their
+map is computed when you press **Compute**, once per image and class; then the threshold, opacity
+and colormap redraw it without computing again.
 
 **A model knows only its classes.** It names the closest of them whatever the image shows: a photo
 of a cat given to a clothing model still gets a garment's name. Pick a model whose domain fits the
@@ -152,24 +150,23 @@ def session_controls(
     layer_mode: str,
     layer_count: float,
     threshold: float,
-    variant: str,
+    method: str,
     opacity: float,
     colormap: str,
 ) -> tuple[ExplainedImage, Settings]:
     """The session's image and the controls' values as Settings. No image (never analysed, or expired)
-    and a bad value (from an API client) are one clear message each, not a crash. The parameter
-    names are the API's, for every endpoint that redraws."""
+    and a bad value (from an API client: a method the model cannot give too) are one clear message
+    each, not a crash. The parameter names are the API's, for every endpoint that redraws."""
     if explained is None:
         refuse(NO_IMAGE, "redraw without an image", title="No image")
     try:
-        return explained, explained.check(
-            Settings(
-                class_index=find_class(explained.class_names, chosen_class),
-                map=MapSpec(variant, blocks_of(layer_mode, int(layer_count), explained.depth)),
-                threshold=float(threshold),
-                opacity=float(opacity),
-                colormap=colormap,
-            )
+        return explained, explained.settings(
+            method,
+            blocks_of(layer_mode, int(layer_count), explained.depth),
+            class_index=find_class(explained.class_names, chosen_class),
+            threshold=float(threshold),
+            opacity=float(opacity),
+            colormap=colormap,
         )
     except (TypeError, ValueError) as error:
         refuse(str(error), "invalid setting", title="Invalid setting")
@@ -229,7 +226,7 @@ class Handlers:
         layer_mode: str,
         layer_count: float,
         threshold: float,
-        variant: str,
+        method: str,
         opacity: float,
         colormap: str,
     ) -> tuple:
@@ -242,7 +239,7 @@ class Handlers:
             explained = explorer.explain(image)
         except ImageError as error:
             refuse(str(error), "unusable image")
-        _, settings = session_controls(explained, None, layer_mode, layer_count, threshold, variant, opacity, colormap)
+        _, settings = session_controls(explained, None, layer_mode, layer_count, threshold, method, opacity, colormap)
         ranked = explained.ranked_classes()
         views = self._views(explained, settings)
         width, height = explained.size
@@ -266,10 +263,10 @@ class Handlers:
         return (explained, gr.Dropdown(choices=choices, value=ranked[0].index), top5, *views, status)
 
     def choose_model(
-        self, model: str, image: str | None, variant: str, opacity: float, colormap: str
+        self, model: str, image: str | None, method: str, opacity: float, colormap: str
     ) -> tuple:
-        """Another model: its description, its examples, its blocks and threshold, and the image kept
-        on the page explained again by it."""
+        """Another model: its description, its examples, its blocks, threshold and methods, and the image
+        kept on the page explained again by it (with the picked method: refused by name where it cannot)."""
         explorer = self.explorer(model)
         depth, threshold = explorer.depth, explorer.info.default_threshold()[0]
         fits = [examples.fits(explorer.info.class_names) for examples in self.example_sets]
@@ -279,24 +276,49 @@ class Handlers:
             DEFAULT_LAYER_MODE,
             gr.Slider(maximum=depth, value=depth),
             threshold,
-            *self.analyze(image, model, DEFAULT_LAYER_MODE, depth, threshold, variant, opacity, colormap),
+            gr.Dropdown(choices=picker_choices(explorer.model), value=method),
+            *self.analyze(image, model, DEFAULT_LAYER_MODE, depth, threshold, method, opacity, colormap),
         )
 
     @takes_session_controls
     def redraw(self, explained: ExplainedImage, settings: Settings) -> tuple:
-        """Every view again from the cache: class, layers, variant, opacity or colormap changed."""
+        """Every view again from the cache: class, layers, method, opacity or colormap changed."""
         return self._views(explained, settings)
 
     @takes_session_controls
     def redraw_box(self, explained: ExplainedImage, settings: Settings) -> tuple:
         """Only the threshold changed: the maps and the gallery stay, the box moves."""
-        result = explained.result(settings)
-        return explained.render(settings, result), explained.export(settings, result)
+        return self._box_views(explained, settings)
+
+    @takes_session_controls
+    def compute_method(self, explained: ExplainedImage, settings: Settings) -> tuple:
+        """The picked method's map of the selected class computed now (kept for this image: a second call
+        computes nothing), then its box; and the line under the picker with the time it took."""
+        try:
+            explained.compute(settings)
+        except ValueError as error:  # the model that explained the image is no longer loaded
+            refuse(str(error), "method not computable", title="Cannot compute")
+        return (*self._box_views(explained, settings), explained.method_status(settings)[0])
+
+    def method_prompt(self, explained: ExplainedImage | None, chosen_class: Any, method: str) -> tuple:
+        """The line under the picker (what the method costs) and the Compute button, shown while the
+        picked method's map of the class is not computed. Nothing where the redraw reports a problem."""
+        if explained is None:
+            return "", gr.Button(visible=False)
+        try:
+            settings = explained.settings(method, class_index=find_class(explained.class_names, chosen_class))
+        except (TypeError, ValueError):  # the redraw says what is wrong
+            return "", gr.Button(visible=False)
+        text, button = explained.method_status(settings)
+        return text, gr.Button(button or "Compute", visible=button is not None)
 
     @takes_session_controls
     def export(self, explained: ExplainedImage, settings: Settings) -> list[str]:
         """The overlay as PNG and the boxes, scores and settings as JSON, as files to download."""
-        result = explained.result(settings)
+        try:
+            result = explained.result(settings)
+        except MapNotComputed as error:
+            refuse(str(error), "export before computing", title="Nothing to export yet")
         folder = self._export_folder()
         stem = Path(explained.name).stem or "image"
         png, record = folder / f"{stem}-tscam.png", folder / f"{stem}-tscam.json"
@@ -311,11 +333,11 @@ class Handlers:
         chosen_class: Any = None,
         blocks: str = "all",
         threshold: float | None = None,
-        variant: str = "tscam",
+        method: str = "tscam",
     ) -> dict[str, Any]:
         """For scripts, no session: one image, the settings, and back the box, the scores and the
-        maps (on the model's token grid, 0..1) as JSON. ``blocks``: all, last:k or first:k;
-        ``threshold``: None for the model's own."""
+        maps (A*, S_c and M_c on the model's token grid, and a method computed on demand under its name,
+        each 0..1) as JSON. ``blocks``: all, last:k or first:k; ``threshold``: None for the model's own."""
         if image is None:
             refuse("Give an image.", "explain_image without an image", title="No image")
         explorer = self.explorer(model)
@@ -324,31 +346,34 @@ class Handlers:
         except ImageError as error:
             refuse(str(error), "unusable image")
         try:
-            settings = explained.check(
-                Settings(
-                    class_index=find_class(explained.class_names, chosen_class),
-                    map=MapSpec(variant, blocks or "all"),
-                    threshold=explorer.info.default_threshold()[0] if threshold is None else float(threshold),
-                )
+            settings = explained.settings(
+                method,
+                blocks or "all",
+                class_index=find_class(explained.class_names, chosen_class),
+                threshold=explorer.info.default_threshold()[0] if threshold is None else float(threshold),
             )
         except (TypeError, ValueError) as error:
             refuse(str(error), "invalid setting", title="Invalid setting")
+        explained.compute(settings)
         record = explained.export(settings)
         warning = outside_domain_note(domain_of(explained.info), explained.ranked_classes(1)[0].score)
         return {**record, "domain": domain_of(explained.info).describe(), "low_score_warning": warning,
                 "maps": explained.map_grids(settings)}
 
     def _views(self, explained: ExplainedImage, settings: Settings) -> tuple:
-        result = explained.result(settings)
+        prediction, record = self._box_views(explained, settings)
         maps = explained.render_maps(settings)
-        return (
-            explained.render(settings, result),
-            maps["A*"],
-            maps["S_c"],
-            maps["M_c"],
-            explained.layer_gallery(settings),
-            explained.export(settings, result),
-        )
+        return prediction, maps["A*"], maps["S_c"], maps["M_c"], explained.layer_gallery(settings), record
+
+    @staticmethod
+    def _box_views(explained: ExplainedImage, settings: Settings) -> tuple:
+        """The prediction and its record; neither while the picked method's map is not computed (the
+        line under the picker says so, beside the Compute button)."""
+        try:
+            result = explained.result(settings)
+        except MapNotComputed:
+            return None, None
+        return explained.render(settings, result), explained.export(settings, result)
 
     def _export_folder(self) -> Path:
         """A fresh folder per export; folders older than EXPORT_TTL_S go (Gradio has copied them by then)."""
@@ -408,12 +433,14 @@ def build_demo(zoo: ModelZoo, example_sets: Sequence[ExampleSet] = ()) -> gr.Blo
                 class_choice = class_by_name_or_index(
                     gr.Dropdown(label="Class", choices=[], value="", allow_custom_value=True, elem_id="class-choice")
                 )
-                variant = gr.Radio(
-                    [(VARIANT_LABELS[v], v) for v in VARIANTS],
+                method = gr.Dropdown(
+                    picker_choices(explorer.model),
                     value="tscam",
-                    label="Map used for the box",
-                    elem_id="variant",
+                    label="Method: the map used for the box (and what it costs)",
+                    elem_id="method",
                 )
+                method_status = gr.Markdown(elem_id="method-status")
+                compute_button = gr.Button("Compute", visible=False, variant="primary", elem_id="compute-method")
                 with gr.Row():
                     layer_mode = gr.Radio(
                         [(label, mode) for mode, label in LAYER_MODES.items()],
@@ -479,29 +506,34 @@ def build_demo(zoo: ModelZoo, example_sets: Sequence[ExampleSet] = ()) -> gr.Blo
             api_result = gr.JSON(label="explanation")
             api_button = gr.Button("explain")
 
-        controls = [layer_mode, layer_count, threshold, variant, opacity, colormap]
+        controls = [layer_mode, layer_count, threshold, method, opacity, colormap]
         all_controls = [class_choice, *controls]
         views = [prediction, *map_views, gallery, result_json]
         analyzed = [state, class_choice, top5, *views, status]
+        # The line under the picker and its Compute button follow every event that can change them; cheap,
+        # so outside the concurrency group (it never waits behind a computation).
+        prompt = {"fn": handlers.method_prompt, "inputs": [state, class_choice, method],
+                  "outputs": [method_status, compute_button], "api_visibility": "private",
+                  "concurrency_limit": None, "show_progress": "hidden"}
         image_input.change(
             handlers.analyze,
             [image_input, model_choice, *controls],
             analyzed,
             api_name="analyze",
             concurrency_id=CONCURRENCY_GROUP,
-        )
+        ).then(**prompt)
         model_choice.input(
             handlers.choose_model,
-            [model_choice, image_input, variant, opacity, colormap],
-            [model_info, *example_columns, layer_mode, layer_count, threshold, *analyzed],
+            [model_choice, image_input, method, opacity, colormap],
+            [model_info, *example_columns, layer_mode, layer_count, threshold, method, *analyzed],
             api_name="choose_model",
             concurrency_id=CONCURRENCY_GROUP,
-        )
+        ).then(**prompt)
         # .input: only a visitor's moves redraw; a model switch sets the controls and redraws itself.
         gr.on(
             [
                 class_choice.input,
-                variant.input,
+                method.input,
                 layer_mode.input,
                 layer_count.input,
                 opacity.input,
@@ -514,7 +546,14 @@ def build_demo(zoo: ModelZoo, example_sets: Sequence[ExampleSet] = ()) -> gr.Blo
             concurrency_id=CONCURRENCY_GROUP,
             trigger_mode="always_last",
             show_progress="hidden",
-        )
+        ).then(**prompt)
+        compute_button.click(
+            handlers.compute_method,
+            [state, *all_controls],
+            [prediction, result_json, method_status],
+            api_name="compute_method",
+            concurrency_id=CONCURRENCY_GROUP,
+        ).then(**prompt)
         threshold.input(
             handlers.redraw_box,
             [state, *all_controls],
@@ -533,7 +572,7 @@ def build_demo(zoo: ModelZoo, example_sets: Sequence[ExampleSet] = ()) -> gr.Blo
         ).success(lambda: gr.File(visible=True), None, export_files, api_visibility="private")
         api_button.click(
             handlers.explain_image,
-            [api_image, model_choice, class_choice, api_blocks, api_threshold, variant],
+            [api_image, model_choice, class_choice, api_blocks, api_threshold, method],
             api_result,
             api_name="explain_image",
             concurrency_id=CONCURRENCY_GROUP,

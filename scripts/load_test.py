@@ -246,7 +246,7 @@ def run_user(url: str, user: int, files: Files, depth: int, num_classes: int, de
             "layer_mode": "last" if rng.random() < 0.5 else "first",
             "layer_count": rng.randint(1, depth),
             "threshold": round(rng.random(), 2),
-            "variant": rng.choice(["tscam", "trans_attention", "trans_cam"]),
+            "method": rng.choice(["tscam", "trans_attention", "trans_cam"]),
             "opacity": 0.5,
             "colormap": rng.choice(["jet", "viridis"]),
         }

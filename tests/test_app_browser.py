@@ -1,7 +1,7 @@
 """The page in headless Chromium (Debian's /usr/bin/chromium, driven by playwright; no browser download).
 
 Uploads an example, drags the threshold slider, checks that the maps, the gallery and the
-box render, and saves a screenshot under test-artifacts/.
+box render, picks a gradient method and computes its map, and saves screenshots under test-artifacts/.
 """
 
 from __future__ import annotations
@@ -112,3 +112,23 @@ def test_upload_an_example_and_move_the_threshold(server, page):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app_browser.png"), full_page=True)
     assert (ARTIFACTS / "app_browser.png").stat().st_size > 10_000
+
+
+def test_pick_a_gradient_method_and_compute_its_map(server, page):
+    page.goto(server.url, timeout=TIMEOUT_MS)
+    page.locator("#image-input input[type=file]").set_input_files(str(server.examples / "bag.png"))
+    page.locator("#prediction img").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+    assert not page.locator("#compute-method").is_visible()  # TS-CAM: drawn from the image's pass
+
+    page.locator("#method input").click()
+    page.get_by_role("option", name=re.compile(r"^GradCAM \(Selvaraju")).click()
+    button = page.get_by_role("button", name="Compute GradCAM (a forward and a backward pass per class)")
+    button.wait_for(state="visible", timeout=TIMEOUT_MS)
+    assert "not computed yet" in page.locator("#method-status").inner_text()
+    page.locator("#prediction img").wait_for(state="detached", timeout=TIMEOUT_MS)  # no map to box yet
+    button.click()
+    page.locator("#method-status").get_by_text(re.compile(r"computed in [\d.]+ m?s")).wait_for(timeout=TIMEOUT_MS)
+    button.wait_for(state="hidden", timeout=TIMEOUT_MS)
+    page.locator("#result-json").get_by_text('"gradcam"').first.wait_for(timeout=TIMEOUT_MS)
+    assert shown(page, "#prediction").std() > 1  # GradCAM's map and its box (the handler tests check the box)
+    page.screenshot(path=str(ARTIFACTS / "app_browser_method.png"), full_page=True)

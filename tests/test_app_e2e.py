@@ -17,7 +17,7 @@ from tscam_core.testing.bad_files import noise
 pytestmark = pytest.mark.slow
 
 NAMES = ["shirt", "shoe", "bag", "dress", "coat"]
-CONTROLS = {"layer_mode": "last", "layer_count": 2, "threshold": 0.1, "variant": "tscam", "opacity": 0.5,
+CONTROLS = {"layer_mode": "last", "layer_count": 2, "threshold": 0.1, "method": "tscam", "opacity": 0.5,
             "colormap": "jet"}
 
 
@@ -88,7 +88,7 @@ def test_upload_threshold_and_class_changes(server, client):
 
     other = top5["confidences"][1]["label"]
     index = NAMES.index(other)
-    changes = {"layer_mode": "first", "layer_count": 1, "threshold": 0.3, "variant": "trans_cam", "colormap": "viridis"}
+    changes = {"layer_mode": "first", "layer_count": 1, "threshold": 0.3, "method": "trans_cam", "colormap": "viridis"}
     *_, gallery, changed = client.predict(chosen_class=index, **(CONTROLS | changes), api_name="/redraw")
     assert changed["prediction"]["class_name"] == other and changed["settings"]["blocks"] == [1]
     assert [item["caption"] for item in gallery] == ["block 1 · in A*", "block 2"]

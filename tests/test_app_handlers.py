@@ -1,4 +1,5 @@
-"""app.py's handlers called directly, on a tiny real model: what each event returns to the page."""
+"""app.py's handlers called directly, on a tiny real model: what each event returns to the page, the method
+picker's on-demand maps included."""
 
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ import app
 from tscam_core import CheckpointError, save_checkpoint
 from tscam_core.examples import ExampleSet
 from tscam_core.explorer import DISPLAY_SIDE, ExplainedImage, Explorer
+from tscam_core.explorer_methods import picker_choices
 from tscam_core.model_zoo import IMAGENET_MODEL, ModelZoo
 from tscam_core.testing.bad_files import noise
 
 NAMES = ["shirt", "shoe", "bag", "dress", "coat"]
-# layer_mode, layer_count, threshold, variant, opacity, colormap
+# layer_mode, layer_count, threshold, method, opacity, colormap
 CONTROLS = ("last", 2, 0.1, "tscam", 0.5, "jet")
 
 
@@ -55,7 +57,7 @@ def photo(tmp_path) -> str:
 
 
 def controls(class_index=None, **changes):
-    names = ("layer_mode", "layer_count", "threshold", "variant", "opacity", "colormap")
+    names = ("layer_mode", "layer_count", "threshold", "method", "opacity", "colormap")
     values = dict(zip(names, CONTROLS, strict=True)) | changes
     return (class_index, *(values[n] for n in names))
 
@@ -212,8 +214,9 @@ def test_every_event_shares_one_concurrency_limit(model):
     """default_concurrency_limit is per listener: without one group, 4 listeners run 4 x 2 events at once."""
     demo = app.build_demo(zoo_of(model))
     demo.queue(default_concurrency_limit=app.CONCURRENCY, max_size=app.QUEUE_SIZE)
-    handled = [fn for fn in demo.fns.values() if fn.api_name in {"analyze", "choose_model", "redraw", "redraw_box", "export", "explain_image"}]
-    assert len(handled) == 6
+    handled = [fn for fn in demo.fns.values()
+               if fn.api_name in {"analyze", "choose_model", "redraw", "redraw_box", "export", "explain_image", "compute_method"}]
+    assert len(handled) == 7
     assert len({fn.concurrency_id for fn in handled}) == 1
 
 
@@ -241,7 +244,7 @@ def two_models(model, tmp_path):
 
 def test_switching_the_model_explains_the_same_image_again(two_models, photo):
     first = two_models.analyze(photo, "tiny.safetensors", *CONTROLS)[0]
-    info, examples_shown, mode, count, threshold, state, dropdown, *_, status = two_models.choose_model(
+    info, examples_shown, mode, count, threshold, picker, state, dropdown, *_, status = two_models.choose_model(
         "other.safetensors", photo, "tscam", 0.5, "jet"
     )
     assert "other.safetensors" in info and "3 classes" in info and "cat; dog; bird" in info
@@ -249,8 +252,9 @@ def test_switching_the_model_explains_the_same_image_again(two_models, photo):
     assert mode == "last" and count.maximum == count.value == 3 and threshold == 0.1
     assert state.name == first.name == "photo.png" and state.class_names == ["cat", "dog", "bird"]
     assert state.depth == 3 and len(dropdown.choices) == 3 and "other.safetensors" in status
+    assert picker.value == "tscam" and [name for _, name in picker.choices][:3] == ["tscam", "trans_attention", "trans_cam"]
     back = two_models.choose_model("tiny.safetensors", None, "tscam", 0.5, "jet")
-    assert back[1].visible is True and back[5] is None  # no image yet: nothing explained
+    assert back[1].visible is True and back[6] is None  # no image yet: nothing explained
     with pytest.raises(gr.Error, match="no model 'absent'"):
         two_models.choose_model("absent", photo, "tscam", 0.5, "jet")
 
@@ -307,3 +311,72 @@ def test_class_names_file_names_a_model_that_carries_none(tmp_path):
     (tmp_path / "three.txt").write_text("a\nb\nc\n")
     with pytest.raises(CheckpointError, match="unnamed.safetensors: .*three.txt: 3 class names for a 5-class model"):
         app.make_loader(class_names_file=tmp_path / "three.txt")(str(unnamed))
+
+
+# --- the method picker -------------------------------------------------------------------
+GRADCAM = "Compute GradCAM (a forward and a backward pass per class)"
+
+
+def test_the_page_offers_the_models_methods_in_one_picker(model):
+    demo = app.build_demo(zoo_of(model))
+    pickers = [block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "method"]
+    assert len(pickers) == 1 and not any(getattr(b, "elem_id", None) == "variant" for b in demo.blocks.values())
+    assert [tuple(choice) for choice in pickers[0].choices] == picker_choices(model)
+
+
+def test_an_on_demand_method_is_computed_once_and_redrawn_from_the_cache(handlers, photo, model):
+    state = handlers.analyze(photo, "tiny", *CONTROLS)[0]
+    picked = controls(class_index=2, method="gradcam")
+    prediction, a_star, s_c, m_c, gallery, record = handlers.redraw(state, *picked)
+    assert prediction is None and record is None and isinstance(m_c, Image.Image)  # TS-CAM's maps stay
+    text, button = handlers.method_prompt(state, 2, "gradcam")
+    assert text == "**GradCAM** of *bag*: not computed yet; it costs a forward and a backward pass per class."
+    assert button.visible is True and button.value == GRADCAM
+    with pytest.raises(gr.Error, match=r"the gradcam map of class 'bag' is not computed yet: press 'Compute GradCAM"):
+        handlers.export(state, *picked)
+
+    passes = []  # a real counter: forward passes of the model copy the gradient methods run on
+    copy = handlers.zoo.get("tiny").runner.gradient_model()
+    copy.patch_embed.register_forward_pre_hook(lambda *_: passes.append(1))
+    prediction, record, status = handlers.compute_method(state, *picked)
+    assert len(passes) == 1 and isinstance(prediction, Image.Image)
+    assert record["settings"]["method"] == "gradcam" and record["prediction"]["class_name"] == "bag"
+    assert status.startswith("**GradCAM** of *bag*: computed in ")
+    assert handlers.method_prompt(state, 2, "gradcam")[1].visible is False
+
+    boxes = set()
+    for threshold in (0.0, 0.5, 0.95):
+        view, moved = handlers.redraw_box(state, *controls(class_index=2, method="gradcam", threshold=threshold))
+        assert isinstance(view, Image.Image) and moved["settings"]["threshold"] == threshold
+        boxes.add(tuple(moved["prediction"]["box"]))
+    handlers.redraw(state, *controls(class_index=2, method="gradcam", opacity=0.2, colormap="viridis"))
+    assert handlers.compute_method(state, *picked)[1] == record
+    png, exported = handlers.export(state, *picked)
+    assert json.loads(open(exported).read())["settings"]["method_label"].startswith("GradCAM")
+    assert len(boxes) > 1 and len(passes) == 1 and len(model.calls) == 1  # one explain pass, one gradient pass
+
+
+def test_a_view_of_the_explanation_needs_no_button(handlers, photo):
+    state = handlers.analyze(photo, "tiny", *CONTROLS)[0]
+    text, button = handlers.method_prompt(state, None, "trans_cam")
+    assert text == "**TransCAM**: drawn from the image's pass, no new one." and button.visible is False
+    assert handlers.method_prompt(None, None, "gradcam")[1].visible is False  # no image yet
+
+
+def test_a_method_the_model_cannot_give_is_refused(handlers, photo):
+    state = handlers.analyze(photo, "tiny", *CONTROLS)[0]
+    for handler in (handlers.redraw, handlers.redraw_box, handlers.compute_method, handlers.export):
+        with pytest.raises(gr.Error, match=r"method 'cam' needs a CNN CAM model's class maps, which this model "
+                                           r"does not have; choose one of tscam, .*layercam"):
+            handler(state, *controls(method="cam"))
+    with pytest.raises(gr.Error, match=r"unknown method 'grad-cam'"):
+        handlers.explain_image(photo, "tiny", method="grad-cam")
+
+
+def test_explain_image_computes_an_on_demand_method_in_the_call(handlers, photo, model):
+    answer = handlers.explain_image(photo, "tiny", chosen_class="bag", method="chefer_generic")
+    assert answer["settings"]["method"] == "chefer_generic" and answer["prediction"]["class_name"] == "bag"
+    assert set(answer["maps"]) == {"A*", "S_c", "M_c", "chefer_generic"}
+    grid = np.array(answer["maps"]["chefer_generic"])
+    assert grid.shape == (4, 4) and grid.min() == 0 and grid.max() == 1
+    json.dumps(answer)

@@ -37,7 +37,7 @@ def server(tmp_path_factory):
 
 
 ANALYZE = ("analyze", ("tiny.safetensors", *CONTROLS.values()))  # after the image: the model, the controls
-EXPLAIN = ("explain_image", ("tiny.safetensors", "", "all", None, "tscam"))  # model, class, blocks, threshold, variant
+EXPLAIN = ("explain_image", ("tiny.safetensors", "", "all", None, "tscam"))  # model, class, blocks, threshold, method
 
 
 def call(server, payload: dict, endpoint: tuple[str, tuple] = ANALYZE) -> tuple[str, dict]:

@@ -1,8 +1,10 @@
 """The interactive explorer's logic, free of any UI: explain an image once, redraw from the cache.
 
-Every control of the demo (class, layers, variant, threshold, opacity, colormap) only changes
-what is drawn from one cached :class:`Explanation`: the model runs once per image. The Gradio
-demo (``app.py``) is a thin view over this module; the dashboard's detail view can use it too.
+Every control of the demo (class, layers, TS-CAM's map variants, threshold, opacity, colormap)
+only changes what is drawn from one cached :class:`Explanation`: the model runs once per image.
+The other methods of the picker (attention rollout, the gradient methods) run on demand, their
+maps cached per (image, method, class): ``explorer_methods``. The Gradio demo (``app.py``) is a
+thin view over this module; the dashboard's detail view can use it too.
 
 Boxes follow the official protocol: the map is upsampled to the model's input frame, the
 box is found there and mapped back to the original image (a pure scale for the paper's
@@ -27,10 +29,21 @@ from .checkpoint import PAPER_THRESHOLD, ModelInfo
 from .errors import ImageError
 from .evaluate.scoring import ImageMaps, Protocol, score_images
 from .examples import Example, GroundTruth
-from .explanation import DEFAULT_MAP, VARIANTS, Explanation, MapSpec, Variant
+from .explanation import DEFAULT_MAP, VARIANTS, Blocks, Explanation, MapSpec, Variant
+from .explorer_methods import (
+    ComputedMap,
+    MapNotComputed,
+    MethodRunner,
+    OnDemandMaps,
+    choose,
+    compute_label,
+    not_computed,
+    status_text,
+)
 from .images import MAX_FILE_BYTES, conversion_notes, load_image, read_file
-from .localize import explain_images
+from .localize import explain_inputs
 from .memory import RELEASE_PIXELS, release_freed_memory
+from .methods import Method, get
 from .model import TSCAM
 from .overlay import COLORMAPS, GT_COLOR, PRED_COLOR, DrawnBox, overlay
 
@@ -43,13 +56,14 @@ MAP_NAMES: dict[Variant, str] = {"trans_attention": "A*", "trans_cam": "S_c", "t
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a user can change without a new forward pass."""
+    """Everything a user can change; only a ``method`` outside the explanation needs a pass of its own."""
 
     class_index: int | None = None  # None: the top-1 class
-    map: MapSpec = DEFAULT_MAP  # the map the box is drawn from; the three maps shown share its blocks
+    map: MapSpec = DEFAULT_MAP  # the map the box is drawn from, unless ``method``; the three maps shown share its blocks
     threshold: float = PAPER_THRESHOLD
     opacity: float = 0.5
     colormap: str = "jet"
+    method: Method | None = None  # a method the explanation cannot give (rollout, gradients): the box's map
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -60,6 +74,8 @@ class Settings:
             raise ValueError(f"unknown map variant {self.map.variant!r}; choose one of {', '.join(VARIANTS)}")
         if self.colormap not in COLORMAPS:
             raise ValueError(f"unknown colormap {self.colormap!r}; choose one of {', '.join(COLORMAPS)}")
+        if self.method is not None and self.method.spec is not None:
+            raise ValueError(f"method {self.method.name!r} is a view of the explanation: give its spec as the map")
 
     def shown(self, variant: Variant) -> MapSpec:
         """The spec of ``variant``'s map as these settings show it (same blocks, same sign convention)."""
@@ -94,8 +110,9 @@ def fit_size(width: int, height: int, side: int) -> tuple[int, int]:
 class ExplainedImage:
     """One explained image: the per-session cache every redraw works from.
 
-    Holds a display-sized copy of the image, its layer thumbnails and the explanation, never
-    the original pixels (up to 40 Mpx), so that many sessions fit in memory.
+    Holds a display-sized copy of the image, its layer thumbnails, the explanation and the image
+    at the model's input size (for the methods run on demand), never the original pixels (up to
+    40 Mpx), so that many sessions fit in memory.
     """
 
     name: str
@@ -105,6 +122,8 @@ class ExplainedImage:
     info: ModelInfo
     truth: GroundTruth | None = None
     notes: tuple[str, ...] = ()  # how the upload was converted (first frame, 16-bit, CMYK, ...)
+    offered: tuple[Method, ...] = ()  # the methods the model can give (``methods.available``)
+    on_demand: OnDemandMaps | None = field(default=None, repr=False)  # the other methods' maps, computed on demand
     # Caches, each replaced whole (one assignment) so that two events of one session never mix keys:
     # (class, layers) -> maps by variant; (colormap, opacity) -> layer thumbnails.
     _cams: tuple[int | None, dict[MapSpec, Tensor]] = field(default_factory=lambda: (None, {}), repr=False)
@@ -119,9 +138,15 @@ class ExplainedImage:
         name: str = "image",
         truth: GroundTruth | None = None,
         notes: Sequence[str] = (),
+        model_input: Image.Image | None = None,
+        runner: MethodRunner | None = None,
     ) -> ExplainedImage:
+        """Without a ``runner`` (no model), only the explanation's own maps can be drawn."""
         display = image.resize(fit_size(image.width, image.height, DISPLAY_SIDE), Image.BILINEAR)
-        return cls(name, image.size, display, explanation.select(0), info, truth, tuple(notes))
+        model_input = info.transform.geometry(image)[0] if model_input is None else model_input
+        offered = runner.offered if runner is not None else tuple(get(variant) for variant in explanation.variants)
+        return cls(name, image.size, display, explanation.select(0), info, truth, tuple(notes), offered,
+                   OnDemandMaps(model_input, runner))
 
     # --- classes -------------------------------------------------------------------------
     @property
@@ -149,10 +174,19 @@ class ExplainedImage:
         return int(settings.class_index)
 
     def check(self, settings: Settings) -> Settings:
-        """``settings`` if its class and layer count fit this model, else a ValueError saying why."""
+        """``settings`` if its class, layer count and method fit this model, else a ValueError saying why."""
         self.class_index(settings)
         settings.map.check(self.depth)
+        choose(self.offered, settings.map.variant if settings.method is None else settings.method.name)
         return settings
+
+    def settings(self, method: str, blocks: Blocks = "all", **values: Any) -> Settings:
+        """The checked settings of the picker's ``method`` (a name of ``offered``), ``blocks`` for A* and
+        the other controls' ``values``: a view of the explanation goes in the map, any other method
+        beside it."""
+        chosen = choose(self.offered, method)
+        spec = replace(chosen.spec or DEFAULT_MAP, blocks=blocks)
+        return self.check(Settings(map=spec, method=None if chosen.spec else chosen, **values))
 
     # --- maps and boxes ------------------------------------------------------------------
     def cam(self, spec: MapSpec, settings: Settings) -> Tensor:
@@ -166,12 +200,46 @@ class ExplainedImage:
             cams[spec] = self.explanation.maps(spec, torch.tensor([[index]]))[0, 0]
         return cams[spec]
 
+    def computed(self, settings: Settings) -> ComputedMap | None:
+        """The map of ``settings.method`` for the selected class, if it has been computed."""
+        if settings.method is None or self.on_demand is None:
+            return None
+        return self.on_demand.get(settings.method, self.class_index(settings))
+
+    def compute(self, settings: Settings) -> ComputedMap | None:
+        """The map of ``settings.method`` for the selected class, computed now unless it is cached; None
+        where the box's map is a view of the explanation."""
+        if settings.method is None:
+            return None
+        if self.on_demand is None:
+            raise ValueError(f"nothing can compute {settings.method.name!r} for this image: it has no model input")
+        return self.on_demand.compute(settings.method, self.class_index(settings))
+
+    def box_map(self, settings: Settings) -> Tensor:
+        """The map the box is drawn from: a view of the explanation, or the method's computed map
+        (a MapNotComputed error, saying how to compute it, where it is not yet)."""
+        if settings.method is None:
+            return self.cam(settings.map, settings)
+        computed = self.computed(settings)
+        if computed is None:
+            raise MapNotComputed(not_computed(settings.method, self.class_names[self.class_index(settings)]))
+        return computed.map
+
+    def method_status(self, settings: Settings) -> tuple[str, str | None]:
+        """The picker's line (the method's cost, and its compute time once computed) and the compute
+        button's text, None when there is nothing to compute."""
+        method = settings.method or get(settings.map.variant)
+        computed = self.computed(settings)
+        class_name = self.class_names[self.class_index(settings)]
+        button = None if settings.method is None or computed is not None else compute_label(method)
+        return status_text(method, class_name, computed), button
+
     def result(self, settings: Settings) -> Result:
         """The box of the selected class's map by the evaluation's scorer, in original pixels, and its
         IoU with the GT boxes where known, scored as the evaluation scores it (in the model-input frame)."""
         transform = self.info.transform
         index = self.class_index(settings)
-        cam = as_numpy(self.cam(settings.map, settings))
+        cam = as_numpy(self.box_map(settings))
         truth = np.zeros((0, 4), np.float32) if self.truth is None else self.truth.boxes
         record = score_images([ImageMaps(np.stack([cam, cam]), index, [index], transform.boxes_to_input(truth, self.size))],
                               Protocol(tuple(transform.input_size), settings.threshold))[0]
@@ -213,7 +281,7 @@ class ExplainedImage:
             "" if result.iou is None else f" IoU {result.iou:.2f}"
         )
         drawn.append(DrawnBox(self._to_display(result.box), PRED_COLOR, label))
-        heat = self._heat(self.cam(settings.map, settings), self.display.size)
+        heat = self._heat(self.box_map(settings), self.display.size)
         return overlay(self.display, heat, drawn, settings.colormap, settings.opacity)
 
     def render_maps(self, settings: Settings) -> dict[str, Image.Image]:
@@ -230,11 +298,11 @@ class ExplainedImage:
 
     def map_grids(self, settings: Settings, digits: int = 4) -> dict[str, list[list[float]]]:
         """A*, S_c and M_c of the selected class and blocks on the model's token grid (h x w, each scaled
-        to 0..1), as nested lists for a JSON answer."""
-        return {
-            name: np.round(normalize_map(self.cam(settings.shown(variant), settings)), digits).tolist()
-            for variant, name in MAP_NAMES.items()
-        }
+        to 0..1), and the computed map of ``settings.method`` at its own size, as nested lists for JSON."""
+        maps = {name: self.cam(settings.shown(variant), settings) for variant, name in MAP_NAMES.items()}
+        if settings.method is not None:
+            maps[settings.method.name] = self.box_map(settings)
+        return {name: np.round(normalize_map(cam), digits).tolist() for name, cam in maps.items()}
 
     def layer_gallery(self, settings: Settings) -> list[tuple[Image.Image, str]]:
         """Each block's class-token attention A^l over a thumbnail, captioned with its block number.
@@ -262,6 +330,7 @@ class ExplainedImage:
     def export(self, settings: Settings, result: Result | None = None) -> dict[str, Any]:
         """A JSON-ready record of the boxes, the scores and the settings that made them."""
         result = result or self.result(settings)
+        method = settings.method or get(settings.map.variant)
         truth = None
         if self.truth is not None:
             truth = {
@@ -281,9 +350,12 @@ class ExplainedImage:
             },
             "settings": {
                 "class_index": result.class_index,
-                "map": settings.map.key,
-                "variant": settings.map.variant,
-                "variant_label": settings.map.label,
+                "method": method.name,
+                "method_label": method.label,
+                "method_cost": method.cost,
+                "map": settings.map.key if settings.method is None else method.name,
+                "variant": None if settings.method else settings.map.variant,
+                "variant_label": None if settings.method else settings.map.label,
                 "blocks": [b + 1 for b in settings.map.indices(self.depth)],
                 "signed_class_maps": settings.map.signed,
                 "threshold": settings.threshold,
@@ -321,7 +393,8 @@ def digest(data: bytes) -> str:
 class Explorer:
     """A model and its examples; turns uploads into :class:`ExplainedImage` caches.
 
-    Safe to share between sessions: TSCAM.explain records only its own thread's attention.
+    Safe to share between sessions: TSCAM.explain records only its own thread's attention, and the
+    gradient methods run on the runner's private copy of the model.
     """
 
     def __init__(
@@ -332,6 +405,7 @@ class Explorer:
                             "TS-CAM model (load CNN CAM checkpoints with tscam_core.evaluate instead)")
         self.model = model
         self.info: ModelInfo = model.info
+        self.runner = MethodRunner(model)  # the methods the explanation cannot give, on demand
         self.examples = list(examples)
         self.max_file_bytes = max_file_bytes
         self._truths = {digest(example.path.read_bytes()): example.truth for example in self.examples}
@@ -352,10 +426,10 @@ class Explorer:
         except ImageError as error:
             release_freed_memory()  # a damaged file may have been decoded in part first
             raise ImageError(f"{name}: {error}") from error
-        explanation = explain_images(self.model, [image])
-        explained = ExplainedImage.create(
-            image, explanation, self.info, name, self._truths.get(digest(data)), conversion_notes(data)
-        )
+        model_input = self.info.transform.geometry(image)[0]
+        explanation = explain_inputs(self.model, [model_input])
+        explained = ExplainedImage.create(image, explanation, self.info, name, self._truths.get(digest(data)),
+                                          conversion_notes(data), model_input, self.runner)
         if image.width * image.height >= RELEASE_PIXELS:  # a server keeps only the display-sized copy
             del image, data
             release_freed_memory()

@@ -8,24 +8,42 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+from torch import Tensor, nn
 
 from .boxes import box_from_map, upsample_map
 from .explanation import DEFAULT_MAP, Explanation, MapSpec
 from .images import ImageSource, load_image
 from .model import TSCAM
+from .transforms import Preprocess, to_tensor
 
 
 @torch.no_grad()
 def explain_images(model: TSCAM, images: Sequence[Image.Image]) -> Explanation:
     """One forward pass over RGB images, each put through the checkpoint's preprocessing."""
+    transform = _preprocess(model)
+    return explain_inputs(model, [transform.geometry(image)[0] for image in images])
+
+
+@torch.no_grad()
+def explain_inputs(model: TSCAM, inputs: Sequence[Image.Image]) -> Explanation:
+    """One forward pass over images already in the model's input frame (``Preprocess.geometry``'s)."""
+    return model.explain(input_batch(model, inputs)).to("cpu")
+
+
+def input_batch(model: nn.Module, inputs: Sequence[Image.Image]) -> Tensor:
+    """Images already in the model's input frame as the normalised batch it takes, on its device: what a
+    caller keeps (uint8, input-sized) to run the model on an image again without its original."""
+    transform = _preprocess(model)
+    device = next(model.parameters()).device
+    return torch.stack([to_tensor(image, transform.mean, transform.std) for image in inputs]).to(device)
+
+
+def _preprocess(model: nn.Module) -> Preprocess:
     info = getattr(model, "info", None)
     if info is None:
         raise ValueError("this model carries no preprocessing (model.info): load it with tscam_core.load_model, "
                          "or build it with tscam_core.build_model(ModelInfo(...))")
-    transform = info.transform
-    device = next(model.parameters()).device
-    batch = torch.stack([transform(image) for image in images]).to(device)
-    return model.explain(batch).to("cpu")
+    return info.transform
 
 
 @dataclass
