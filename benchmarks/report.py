@@ -126,6 +126,7 @@ SECTION_TITLES = {
     4: "one TS-CAM training step vs one step of the plain timm classifier of the same backbone",
     5: "full evaluation vs forward-only throughput",
     6: "the demo: control update (no forward) and upload latency",
+    7: "every localization method of tscam_core.methods (maps of one class per image) vs explain (all classes)",
 }
 
 #: What lies behind a missed goal and what would close it, by metric; printed for every missed one.

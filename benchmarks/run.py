@@ -8,8 +8,9 @@ checkpoint, at batch sizes 1 and 16, each comparison side by side in one run:
 approach at the model's input size and at 384/224 of it;  3. explain (all classes) vs
 pytorch-grad-cam GradCAM (top-1, top-5);  4. a TS-CAM training step vs a plain timm
 classifier step;  5. full evaluation vs forward-only images/s;  6. the demo's control-update
-and upload latency. Prints one table, writes it as JSON with the machine's description and
-as docs/performance.md.
+and upload latency;  7. every localization method of tscam_core.methods vs explain
+(time per image, peak memory; benchmarks/methods.py). Prints one table, writes it as JSON
+with the machine's description and as docs/performance.md.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import demo_latency, evaluation_speed, explain_cost, gradcam_compare, training_step
+from benchmarks import methods as method_costs
 from benchmarks.measure import TIMING_METHOD, Budget, machine_description, memory_method
 from benchmarks.report import Goal, Report, Row, Skipped, markdown_page, markdown_table
 from tscam_core import TSCAM, ModelInfo, build_model, load_model
@@ -42,7 +44,7 @@ LARGE_FACTOR = 384 / 224
 GAP_GROWS_GOAL = Goal(">", 1.0)
 SECTION_METHODS = {
     "sections 1-2": explain_cost.METHOD, "section 3": gradcam_compare.METHOD, "section 4": training_step.METHOD,
-    "section 5": evaluation_speed.METHOD, "section 6": demo_latency.METHOD,
+    "section 5": evaluation_speed.METHOD, "section 6": demo_latency.METHOD, "section 7": method_costs.METHOD,
 }
 
 
@@ -51,7 +53,7 @@ class Plan:
     """How much to measure: ``precise`` for batch 1 and for section 1's tight goals, ``heavy`` for
     the expensive batch-16 comparisons (384 px explicit, GradCAM top-5, training, evaluation).
 
-    ``--quick`` is a smoke run of every row in under 3 minutes on 2 busy CPU cores: two timed
+    ``--quick`` is a smoke run of every row in a few minutes on 2 busy CPU cores: two timed
     rounds where goals are tight, and one round with no warm-up for the heavy comparisons,
     whose calls last seconds (a warm-up round would double the run for little precision).
     """
@@ -129,6 +131,8 @@ def run_benchmarks(subjects: Sequence[Subject], batches: Sequence[int], plan: Pl
                 rows.append(_gap_row(label, batch, size, large, native, bigger))
             attempt(3, label, gradcam_compare.gradcam_compare, model, label, batch, size, budget)
             attempt(4, label, training_step.training_step, model, label, batch, size, budget)
+            attempt(7, label, lambda *shape: method_costs.rows(method_costs.method_costs(*shape)), model, label, batch,
+                    size, budget)
         attempt(5, label, evaluation_speed.evaluation_speed, model, label, max(batches), plan.eval_images,
                 plan.heavy, workdir, subject.dataset, plan.eval_seconds)
         attempt(6, label, demo_latency.demo_latency, model, label, plan.precise)
@@ -164,7 +168,7 @@ def benchmark(subjects: Sequence[Subject], plan: Plan, command: str, notes: Sequ
 
 def main(argv: list[str] | None = None) -> Report:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions (under 3 minutes on 2 CPU cores)")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (a few minutes on 2 CPU cores)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads; 1 (default) keeps ratios steady when other processes share the "

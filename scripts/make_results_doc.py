@@ -1,130 +1,60 @@
-"""Write docs/results.md: the paper's CUB tables, reproduced on the embedded benchmark from one evaluation run.
+"""Write docs/results.md: the paper's CUB tables, reproduced on the embedded benchmark from evaluation runs.
 
     python scripts/make_results_doc.py --checkpoint checkpoints/tscam_fashion.safetensors \\
-        --dataset data/fashion-cluttered [--cnn-checkpoint runs/fashion-cnn/best.safetensors]
+        --dataset data/fashion-cluttered [--cnn-checkpoint runs/fashion-cnn/best.safetensors] \\
+        [--second-seed-dataset data/fashion-cluttered-seed1] [--methods tscam,rollout,gradcam]
 
-One ``python -m tscam_core.evaluate`` run (run here as a subprocess, so the command shown in the
-document is the command that ran, less the ``--overwrite`` that lets it replace an older folder)
-holds Table 12's layer counts, Fig. 7's curve, Table 7's error analysis and MaxBoxAccV2 / PxAP.
-Table 5's other map variants (A* alone, S_c alone, and TS-CAM with S_c coupled signed, as
-published) get a run each, at the CAM threshold their own map scores best with on the checkpoint's
-validation images, as the TS-CAM map's threshold was chosen in training: one shared threshold would
-favour one map. With ``--cnn-checkpoint`` (a CNN CAM trained by ``train/run.py --preset fashion-cnn
---name fashion-cnn``) a second run gives Table 5's CAM row and a CAM row of Table 7; without it the
-CAM row says "not run" and gives the commands that would fill it.
-``--reuse`` keeps an existing results folder made from the same checkpoint file (same SHA-256) on the
-same images (dataset, split and limit) at the same CAM threshold and map variant.
-Every number written comes from those folders; the paper's CUB-200-2011 figures are copied beside
-them for reference only.
+Every number comes from ``python -m tscam_core.evaluate`` runs (each a subprocess of the command the
+page shows, ``tscam_core/report/runs.py``), every figure with its 95% bootstrap interval over the
+images where the per-image table allows it (``tscam_core/report/columns.py``). The main run holds
+Table 12's layer counts, Fig. 7's curve, Table 7's error analysis and MaxBoxAccV2 / PxAP. Every
+table row's CAM threshold, the main one's included, is the one its map scores best with on the
+dataset's val split, from a run of that split (``tscam_core/report/thresholds.py``): never on test.
+Without a val split (or with --threshold) the main run uses the checkpoint's threshold and the map
+variants its counts.
+
+- Table 5: the other maps (A* alone, S_c alone, TS-CAM with S_c coupled signed, as published) get
+  a run each, with their paired difference from TS-CAM on the same images. ``--cnn-checkpoint`` (a
+  CNN CAM trained by ``train/run.py --preset fashion-cnn --name fashion-cnn``) adds its CAM row;
+  without it the row says "not run" and gives the commands that would fill it.
+- ``--second-seed-dataset``: Table 5 again on a test split the generator made with another seed, at
+  the same thresholds.
+- What the reference conventions moved (#18): the main run again under tscam's previous ones.
+- ``--methods``: every named method of ``tscam_core.methods`` (``evaluate --method``), with the cost
+  that ``benchmarks/methods.py`` measured (``--methods-benchmark``).
+
+``--reuse`` keeps a results folder made by the same command from the same checkpoint file. The
+paper's CUB-200-2011 figures are copied beside the measurements for reference only.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import NamedTuple
 
-import torch
-
-from tscam_core.checkpoint import ModelInfo
+from tscam_core import methods
 from tscam_core.cnn_cam import CNNCAM
-from tscam_core.datasets import TorchWSOL, collate
 from tscam_core.errors import TSCAMError
 from tscam_core.explanation import MapSpec
-from tscam_core.files import file_sha256
 from tscam_core.loading import load_model
 from tscam_core.metrics import CAM_CURVE_INTERVAL
 from tscam_core.model import TSCAM
 from tscam_core.overlaps import BOX_CONVENTIONS, DEFAULT_BOX_CONVENTION
-from tscam_core.recipes import TrainConfig
-from tscam_core.results import Results, load_results
-from tscam_core.summary import FAILURE_TYPES, METRICS, Metric
-from tscam_core.training import training_splits, validate
+from tscam_core.report import conventions, seeds, tables
+from tscam_core.report.methods_table import MethodRun, matching_costs, methods_table
+from tscam_core.report.runs import EvalRun, run
+from tscam_core.report.table5 import CNN_TRAIN_COMMAND, VARIANT_ROWS, Evaluation, table5, threshold_note
+from tscam_core.report.thresholds import has_validation, validation_threshold
+from tscam_core.results import Results
 
 REPO = Path(__file__).resolve().parents[1]
-
-#: The paper's CUB-200-2011 figures (Tables 5, 7, 8, 12), in percent; None where the paper has none.
-PAPER_TABLE5 = {  # Top-1, Top-5, GT-known Loc
-    "CAM (VGG16)": (44.2, 52.2, 58.0),
-    "CAM (GoogLeNet)": (41.2, 51.7, 55.1),
-    "TransAttention (Deit-S)": (58.9, 69.7, 73.0),
-    "TransCAM (Deit-S)": (17.7, 18.3, 18.3),
-    "TS-CAM (Deit-S)": (71.3, 83.8, 87.8),
-}
-PAPER_MAIN = {"top1_cls": 80.3, "top5_cls": 94.8, "top1_loc": 71.3, "top5_loc": 83.8, "gt_known_loc": 87.7}
-PAPER_TABLE12 = {8: (65.2, 75.8, 79.0), 9: (68.5, 80.0, 83.6), 10: (70.2, 81.2, 85.5), 11: (71.2, 83.7, 87.7),
-                 12: (71.3, 83.8, 87.7)}
-PAPER_TABLE7 = {  # Cls, M-Ins, Part, More, OT
-    "VGG16 (CAM)": (23.28, None, 21.91, 10.53, 1.76),
-    "InceptionV3 (CAM)": (26.39, None, 23.09, 5.52, 0.64),
-    "TS-CAM (Deit-S)": (19.66, None, 6.30, 2.85, 0.01),
-}
-#: TS-CAM with S_c coupled signed, as the paper's Eq. 7 and the official code do.
-SIGNED = MapSpec("tscam", signed=True)
-#: Table 5's transformer rows: (map, label, the paper's row it sits beside).
-VARIANT_ROWS = ((MapSpec("trans_attention"), "TransAttention", "TransAttention"),
-                (MapSpec("trans_cam"), "TransCAM", "TransCAM"), (MapSpec("tscam"), "TS-CAM", "TS-CAM"),
-                (SIGNED, "TS-CAM, S_c signed (Eq. 7 as published)", "TS-CAM"))
-#: How the CAM row is produced when it was not: the training recipe, then this script with the checkpoint.
-CNN_TRAIN_COMMAND = "python train/run.py --preset fashion-cnn --name fashion-cnn"
-CNN_CHECKPOINT = "runs/fashion-cnn/best.safetensors"
-
-
-#: Recipe fields that name the model or only where and how fast a run went: not part of "trained the same way".
-NOT_RECIPE = {"model_family", "arch", "timm_extra", "img_size", "patch_size", "depth", "embed_dim", "num_heads",
-              "preset", "name", "output", "export", "device", "workers", "threads", "save_every", "progress",
-              "max_steps", "epochs_done", "steps_done", "amp", "channels_last", "on_error"}
-
-
-class Evaluation(NamedTuple):
-    """One evaluated checkpoint: its results folder, the command that wrote it, its size and metadata.
-
-    A NamedTuple, not a dataclass: the tests load this script by path, outside sys.modules.
-    """
-
-    results: Results
-    command: list[str]
-    parameters: int
-    info: ModelInfo
-
-
-def recipe_differences(cnn: ModelInfo, tscam: ModelInfo) -> list[str]:
-    """Training settings in which the two checkpoints' recipes differ (the model itself aside)."""
-    keys = sorted((set(cnn.recipe) | set(tscam.recipe)) - NOT_RECIPE)
-    return [f"{key} {cnn.recipe.get(key)!r} (TS-CAM: {tscam.recipe.get(key)!r})" for key in keys
-            if cnn.recipe.get(key) != tscam.recipe.get(key)]
-
-
-def pct(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{100 * value:.{digits}f}"
-
-
-def choe_row(metric: Metric, value: float | None, thresholds: dict[str, float]) -> str:
-    """A row of the stricter metrics' table: the value, and the best CAM threshold where the metric has one."""
-    best = thresholds.get(metric.path.rpartition(".")[2])
-    shown = pct(value) if value is not None or metric.path != "pxap" else "no masks"
-    return row(metric.label, shown, "" if best is None else f"{best:g}")
-
-
-def paper(value: float | None) -> str:
-    return "-" if value is None else f"{value:g}"
-
-
-def row(*cells: object) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def cam_threshold(args: argparse.Namespace, info: ModelInfo) -> float:
-    """--threshold, else the one the checkpoint's training chose on its validation split (never on test), else 0.1."""
-    if args.threshold is not None:
-        return args.threshold
-    return info.default_threshold()[0]
+#: The TS-CAM checkpoint's own map, the main run's.
+MAIN_MAP = MapSpec()
 
 
 def in_repo(path: str) -> str:
@@ -133,125 +63,64 @@ def in_repo(path: str) -> str:
     return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else path
 
 
-def map_flags(spec: MapSpec) -> list[str]:
-    """The evaluation command's options that select ``spec``."""
-    layers = spec.blocks if isinstance(spec.blocks, str) else ",".join(map(str, spec.blocks)) + ","
-    return (["--variant", spec.variant] + ([] if spec.blocks == "all" else ["--layers", layers])
-            + (["--signed-class-maps"] if spec.signed else []))
+def suffixed(folder: Path, suffix: str) -> Path:
+    """A row's own folder beside the main one: ``results/benchmark-trans_cam``, ``results/benchmark-val``."""
+    return Path(f"{folder}-{suffix}")
 
 
-def results_folder(results: str, spec: MapSpec) -> Path:
-    """Where a row's own run goes: ``results/benchmark-trans_cam``, ``results/benchmark-tscam_signed``."""
-    return Path(f"{results}-{spec.key.replace('+', '_')}")
+class Chosen(NamedTuple):
+    """A row's run at the CAM threshold chosen for its map, and the val run that chose it (None: not chosen)."""
+
+    plan: EvalRun
+    results: Results
+    command: list[str]
+    val_command: list[str] | None
 
 
-def evaluation_command(args: argparse.Namespace, checkpoint: str, out: Path, threshold: float,
-                       spec: MapSpec | None = None) -> list[str]:
-    """The evaluation of ``checkpoint``'s own map, or of ``spec``, at CAM threshold ``threshold``."""
-    command = ["python", "-m", "tscam_core.evaluate", "--checkpoint", str(checkpoint), "--dataset",
-               str(args.dataset), "--split", args.split, "--out", str(out),
-               # the protocol's options spelled out, so that the document does not hang on defaults
-               "--cam-curve-interval", str(args.cam_curve_interval), "--box-convention", args.box_convention,
-               "--threshold", str(threshold),
-               "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--device", args.device]
-    if spec is not None:
-        command += map_flags(spec)
-    if args.limit:
-        command += ["--limit", str(args.limit)]
-    return command
+class Runs:
+    """The page's evaluations: each run (or reused), its CAM threshold chosen on the val split where there is one."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.validation = args.threshold is None and has_validation(args.dataset, args.split)
+
+    def plan(self, checkpoint: str, out: Path, threshold: float, **fields) -> EvalRun:
+        a = self.args
+        return EvalRun(checkpoint, a.dataset, a.split, out, threshold, cam_curve_interval=a.cam_curve_interval,
+                       box_convention=a.box_convention, batch_size=a.batch_size, threads=a.threads,
+                       device=a.device, limit=a.limit, **fields)
+
+    def run(self, plan: EvalRun) -> tuple[Results, list[str]]:
+        return run(plan, self.args.reuse, REPO)
+
+    def chosen(self, plan: EvalRun) -> Chosen:
+        """``plan`` at --threshold; else at its map's best on an evaluation of the val split; else as planned."""
+        val_command = None
+        if self.args.threshold is not None:
+            plan = dataclasses.replace(plan, threshold=self.args.threshold)
+        elif self.validation:
+            val, val_command = self.run(dataclasses.replace(plan, split="val", out=suffixed(plan.out, "val")))
+            plan = dataclasses.replace(plan, threshold=validation_threshold(val))
+        return Chosen(plan, *self.run(plan), val_command)
 
 
-def variant_thresholds(args: argparse.Namespace, model: TSCAM, specs: list[MapSpec]) -> dict[MapSpec, float]:
-    """Each of ``variants``' CAM threshold, chosen as training chose the model's own map's: best GT-known Loc
-    on the checkpoint's validation images, rebuilt from its recipe. Empty when --threshold fixes one for
-    all, or when the recipe names no validation images apart from the evaluated split (choosing there
-    would tune on it)."""
-    if args.threshold is not None or not model.info.recipe:
-        return {}
-    config = TrainConfig.from_recipe(model.info.recipe)
-    if (config.train_split if config.val_split == "holdout" else config.val_split) == args.split:
-        return {}
-    _, validation = training_splits(config)
-    loader = torch.utils.data.DataLoader(TorchWSOL(validation, model.info.transform), batch_size=args.batch_size,
-                                         collate_fn=collate)
-    chosen = {}
-    for spec in specs:
-        chosen[spec] = float(validate(model, loader, config.thresholds(), config.threshold, spec=spec)["best_threshold"])
-    return chosen
-
-
-def run_evaluation(args: argparse.Namespace, checkpoint: str, out: Path, threshold: float,
-                   spec: MapSpec | None = None) -> tuple[Results, list[str]]:
-    command = evaluation_command(args, checkpoint, out, threshold, spec)
-    if args.reuse and (out / "summary.json").is_file():
-        try:
-            existing = load_results(out)
-            settings, dataset = existing.summary["settings"], existing.summary["dataset"]
-            if (existing.summary["checkpoint"].get("sha256") == file_sha256(Path(checkpoint))
-                    and settings["cam_threshold"] == threshold
-                    and settings.get("cam_curve_interval") == args.cam_curve_interval
-                    and settings.get("box_convention") == args.box_convention
-                    and (spec is None or MapSpec.from_record(settings) == spec)
-                    and Path(dataset["path"]) == Path(args.dataset).resolve() and dataset["split"] == args.split
-                    and settings.get("limit") == (args.limit or None)):  # the images the command evaluates
-                return existing, command
-        except TSCAMError:
-            pass
-    # A folder not reused is evaluated again, over what it holds (the flag is left out of the document).
-    completed = subprocess.run([sys.executable, *command[1:], "--overwrite"], cwd=REPO)
-    if completed.returncode != 0:
-        raise SystemExit(f"the evaluation failed (exit {completed.returncode}): {shlex.join(command)}")
-    return load_results(out), command
-
-
-def evaluate_checkpoint(args: argparse.Namespace, checkpoint: str, model: TSCAM | CNNCAM, out: Path) -> Evaluation:
-    """Evaluate ``model``, loaded from ``checkpoint``, on its own map at its validated threshold."""
-    results, command = run_evaluation(args, checkpoint, out, cam_threshold(args, model.info))
-    return Evaluation(results, command, sum(p.numel() for p in model.parameters()), model.info)
-
-
-def cam_rows(cnn: Evaluation | None, results: Results, tscam: Evaluation | None,
-             script_command: str) -> tuple[list[str], list[str]]:
-    """Table 5's CAM row and the paragraph under the table: what was measured, or how to measure it."""
-    reference = map(paper, PAPER_TABLE5["CAM (VGG16)"])
-    vgg = ("The paper's CAM figures beside it are VGG16's on CUB (GoogLeNet's: "
-           + " / ".join(map(paper, PAPER_TABLE5["CAM (GoogLeNet)"])) + ").")
-    if cnn is None:
-        return [row("CAM (CNN of comparable size)", "not run", "", "", *reference, "")], [
-            "The CAM row was not run. It needs the CNN CAM baseline (CAM of Zhou et al. 2016 on a timm CNN "
-            "of TS-CAM's size: the `fashion-cnn` preset of `tscam_core/recipes.py`) trained by the same "
-            "recipe on the same data, then this script with its checkpoint:",
-            "",
-            "```",
-            CNN_TRAIN_COMMAND,
-            f"{script_command} --cnn-checkpoint {CNN_CHECKPOINT}",
-            "```",
-            "",
-            vgg,
-        ]
-    m, arch = cnn.results.metrics, cnn.results.summary["checkpoint"]["arch"]
-    v = m["variants"]["cam"]
-    sizes = f", {cnn.parameters:,} parameters" + (f" against TS-CAM's {tscam.parameters:,}" if tscam else "")
-    if tscam is None:
-        training = "Its recipe was not compared with TS-CAM's."
-    else:
-        differences = recipe_differences(cnn.info, tscam.info)
-        training = ("It was trained exactly as the TS-CAM checkpoint was (same recipe fields, the model aside)."
-                    if not differences else
-                    "Its recipe differs from the TS-CAM checkpoint's in: " + "; ".join(differences) + ".")
-    return [row(f"CAM (CNN: {arch})", pct(v["top1_loc"]), pct(v["top5_loc"]), pct(v["gt_known_loc"]), *reference,
-                cnn.results.summary["settings"]["cam_threshold"])], [
-        f"The CAM row is CAM (Zhou et al. 2016) on a CNN, `{arch}` with timm arguments "
-        f"`{json.dumps(cnn.info.timm_kwargs)}`{sizes}, trained by `{cnn.info.evaluation.get('recipe', '?')}`. {training} "
-        f"Its Top-1 Cls is {pct(m['top1_cls'])} (TS-CAM: {pct(results.metrics['top1_cls'])}). Its numbers come "
-        f"from `{cnn.results.path}`, written by:",
-        "",
-        "```",
-        shlex.join(cnn.command),
-        "```",
-        "",
-        vgg,
-    ]
+def method_runs(runs: Runs, names: list[str], model: TSCAM) -> list[MethodRun]:
+    """Each registry method on the val split (its threshold chosen there), then on the evaluated split."""
+    if not runs.validation:
+        raise ValueError("--methods chooses each method's CAM threshold on the dataset's val split, which "
+                         f"{runs.args.dataset} lacks (or --threshold fixed one): generate it with --val")
+    rows = []
+    for name in names:
+        method = methods.get(name)
+        if not method.fits(model):
+            raise ValueError(f"method {name!r} does not fit the checkpoint: it needs "
+                             f"{', '.join(sorted(method.needs))}; choose among "
+                             f"{', '.join(m.name for m in methods.available(model))}")
+        chosen = runs.chosen(runs.plan(runs.args.checkpoint, suffixed(Path(runs.args.results), f"method-{name}"),
+                                       model.info.default_threshold()[0], method=name))
+        rows.append(MethodRun(name, method.label, chosen.plan.threshold, chosen.results,
+                              [chosen.val_command, chosen.command]))
+    return rows
 
 
 def fig7(results: Results, path: Path) -> None:
@@ -270,144 +139,41 @@ def fig7(results: Results, path: Path) -> None:
     figure.write_image(str(path))
 
 
-def variant_table(results: Results, variant_runs: dict[MapSpec, Evaluation]) -> tuple[list[str], list[str]]:
-    """Table 5's transformer rows and their note: each variant from its own run at its own validated
-    threshold where ``variant_runs`` has it, else from the main run at the main threshold."""
-    main_threshold = results.summary["settings"]["cam_threshold"]
-    main = MapSpec.from_record(results.summary["settings"])
-    lines = []
-    for spec, label, paper_label in VARIANT_ROWS:
-        run = variant_runs.get(spec)
-        if run is not None:
-            v, threshold = run.results.metrics, run.results.summary["settings"]["cam_threshold"]
-        elif spec == dataclasses.replace(main, variant=spec.variant) and spec.variant in results.metrics["variants"]:
-            v, threshold = results.metrics["variants"][spec.variant], main_threshold
-        else:  # a map the main run does not score (signed S_c) and no run of its own
-            continue
-        ref = PAPER_TABLE5.get(f"{paper_label} (Deit-S)", (None,) * 3)
-        lines.append(row(label, pct(v["top1_loc"]), pct(v["top5_loc"]), pct(v["gt_known_loc"]), *map(paper, ref),
-                         threshold))
-    if not variant_runs:
-        return lines, [f"The transformer rows share the main run's CAM threshold ({main_threshold}): none was chosen "
-                       "per map (a --threshold was given, or the checkpoint names no validation images apart from "
-                       "the evaluated split to choose one on)."]
-    note = ["Each row's CAM threshold is the one its own map scored best with (GT-known Loc) on the checkpoint's "
-            "validation images, rebuilt from its recipe, as training chose TS-CAM's: never on the test split. "
-            "The rows other than TS-CAM come from their own runs. The signed row couples S_c as the paper's Eq. 7 "
-            "and the official code do, without the rectification tscam applies (tscam_core/explanation.py says "
-            "why); the paper's figures beside it are its TS-CAM row:", "", "```"]
-    note += [shlex.join(run.command) for run in variant_runs.values()]
-    return lines, note + ["```"]
-
-
-def render(results: Results, command: list[str], script_command: str, figure: Path, doc: Path,
-           cnn: Evaluation | None = None, tscam: Evaluation | None = None,
-           variant_runs: dict[MapSpec, Evaluation] | None = None) -> str:
-    """The document; ``cnn`` fills Table 5's CAM row, ``tscam`` (this run's checkpoint) sizes and recipes it,
-    ``variant_runs`` (map variant -> its run at its own validated threshold) give Table 5's other rows."""
-    s = results.summary
-    m, measured = s["metrics"], results.parsed.metrics
-    ckpt, data = s["checkpoint"], s["dataset"]
-    lines = [
-        "# Results on the embedded benchmark",
-        "",
-        f"Generated by `{script_command}`; every number below comes from the results folder "
-        f"`{results.path}`, written by:",
-        "",
-        "```",
-        shlex.join(command),
-        "```",
-        "",
+def header(tscam: Evaluation, script_command: str, threshold_source: str) -> list[str]:
+    """The page's title, the command that made it, and what was evaluated how."""
+    s, results = tscam.results.summary, tscam.results
+    ckpt, data, settings = s["checkpoint"], s["dataset"], s["settings"]
+    return [
+        "# Results on the embedded benchmark", "",
+        f"Generated by `{script_command}`; every number below comes from the results folder `{results.path}` "
+        "and the other folders named with their commands, the main one written by:", "",
+        "```", shlex.join(tscam.command), "```", "",
         f"- checkpoint: `{ckpt['source']}` (sha256 `{(ckpt.get('sha256') or '?')[:16]}...`), {ckpt['arch']}, "
         f"{ckpt.get('depth', '?')} blocks, {ckpt['num_classes']} classes",
         f"- dataset: `{in_repo(data['path'])}` ({data['kind']}), split `{data['split']}`, {data['num_images']} images",
-        f"- settings: CAM threshold {s['settings']['cam_threshold']} (unless given, the one the checkpoint's "
-        f"training chose on its validation split, held out of the training images), Top-1/Top-5 Loc at IoU > "
-        f"{s['settings']['iou_threshold']} and GT-known Loc at IoU >= {s['settings']['iou_threshold']} (the official "
-        f"code's tests), box pixels counted {s['settings'].get('box_convention', 'half_open')} (both reference codes "
-        f"count inclusively), boxes in the {s['settings'].get('frame', 'model_input')} frame, MaxBoxAccV2/PxAP "
-        f"threshold step {s['settings'].get('cam_curve_interval')}",
-        f"- run: {s['created']}, {s['wall_time_s']:.0f} s, {s['images_per_second']:.1f} images/s on {s.get('device', '?')}; "
-        f"torch {s['versions']['torch']}, timm {s['versions']['timm']}",
-        "",
+        f"- settings: CAM threshold {settings['cam_threshold']} ({threshold_source}), Top-1/Top-5 Loc at IoU > "
+        f"{settings['iou_threshold']} and GT-known Loc at IoU >= {settings['iou_threshold']} (the official code's "
+        f"tests), box pixels counted {settings.get('box_convention', 'half_open')} (both reference codes count "
+        f"inclusively), boxes in the {settings.get('frame', 'model_input')} frame, MaxBoxAccV2/PxAP threshold step "
+        f"{settings.get('cam_curve_interval')}",
+        f"- run: {s['created']}, {s['wall_time_s']:.0f} s, {s['images_per_second']:.1f} images/s on "
+        f"{s.get('device', '?')}; torch {s['versions']['torch']}, timm {s['versions']['timm']}", "",
         "Numbers are percentages. The paper's columns are its CUB-200-2011 test-set figures (Deit-S, 224 x 224), "
         "copied for reference: a different dataset and model, so they frame the measurements rather than "
-        "being targets.",
-        "",
-        "## Classification and localization (paper Table 1 / Table 8)",
-        "",
-        row("metric", "measured", "paper (CUB, TS-CAM)"),
-        row("---", "---:", "---:"),
+        "being targets. " + tables.INTERVALS_NOTE,
     ]
-    for metric in METRICS:
-        if metric.path in PAPER_MAIN:
-            lines.append(row(metric.label, pct(measured.value(metric)), paper(PAPER_MAIN[metric.path])))
-    lines += ["", "## Map variants (paper Table 5)", "",
-              row("method", "Top-1 Loc", "Top-5 Loc", "GT-known Loc", "paper Top-1", "paper Top-5", "paper GT-known",
-                  "CAM threshold"),
-              row("---", "---:", "---:", "---:", "---:", "---:", "---:", "---:")]
-    cam_row, cam_note = cam_rows(cnn, results, tscam, script_command)
-    variant_rows, variant_note = variant_table(results, variant_runs or {})
-    lines += [*cam_row, *variant_rows]
-    lines += [
-        "",
-        *variant_note,
-        "",
-        *cam_note,
-        "",
-        "## Layer count (paper Table 12): TS-CAM with A* averaged over the first k blocks", "",
-        row("k", "Top-1 Loc", "Top-5 Loc", "GT-known Loc", "paper Top-1", "paper Top-5", "paper GT-known"),
-        row("---", "---:", "---:", "---:", "---:", "---:", "---:"),
-    ]
-    layers = m["layer_count"]
-    for i, k in enumerate(layers["counts"]):
-        ref = PAPER_TABLE12.get(k, (None,) * 3)
-        top5 = layers.get("top5", [None] * len(layers["counts"]))[i]
-        lines.append(row(k, pct(layers["top1"][i]), pct(top5), pct(layers["gt_known"][i]), *map(paper, ref)))
-    lines += ["", f"The paper's rows are for k = 8..12 of Deit-S's 12 blocks; this model has {len(layers['counts'])}.",
-              "", "## Accuracy vs IoU threshold (paper Fig. 7)", "",
-              f"![Localization accuracy vs IoU threshold]({os.path.relpath(figure, doc.parent)})", "",
-              row("IoU threshold", *m["loc_vs_iou"]["iou_thresholds"]),
-              row("---", *(["---:"] * len(m["loc_vs_iou"]["iou_thresholds"]))),
-              row("GT-known Loc", *map(pct, m["loc_vs_iou"]["gt_known"])),
-              row("Top-1 Loc", *map(pct, m["loc_vs_iou"]["top1"])), "",
-              "The paper shows this curve for CUB only as a figure (TS-CAM above CAM and RCAM at every IoU, with "
-              "the gap growing at stricter IoU); it gives no numbers to copy.", "",
-              "## Error analysis (paper Table 7, Algorithm 1)", "",
-              row("method", "Cls", "M-Ins", "Part", "More", "OT", "correct (Top-1 Loc)"),
-              row("---", "---:", "---:", "---:", "---:", "---:", "---:")]
-    errors = m["error_analysis"]
-    lines.append(row("measured (TS-CAM)", *(pct(errors[e], 2) for e in FAILURE_TYPES), pct(m["top1_loc"], 2)))
-    if cnn is not None:
-        cnn_metrics = cnn.results.metrics
-        lines.append(row(f"measured (CAM, {cnn.results.summary['checkpoint']['arch']})",
-                         *(pct(cnn_metrics["error_analysis"][e], 2) for e in FAILURE_TYPES), pct(cnn_metrics["top1_loc"], 2)))
-    for label, ref in PAPER_TABLE7.items():
-        lines.append(row(f"paper: {label}", *map(paper, ref), ""))
-    thresholds = m["maxboxacc_v2"]["best_cam_threshold"]
-    lines += ["", "M-Ins: the box touches two or more GT boxes with IoG > 0.3; the paper has no M-Ins on CUB "
-              "(one bird per image). Part: IoP > 0.5. More: IoG >= 0.7. Part and More are judged on the GT box of "
-              "highest IoU, as the official code's get_badcase_detail (lib/cams_deit.py). The types are exclusive, "
-              "tested in this order.",
-              "", "## The stricter metrics of Choe et al. (CVPR 2020)", "",
-              row("metric", "measured", "best CAM threshold"), row("---", "---:", "---:"),
-              *(choe_row(metric, measured.value(metric), thresholds) for metric in METRICS
-                if metric.path not in PAPER_MAIN), "",
-              "The TS-CAM paper reports neither metric. MaxBoxAccV2 sweeps the CAM threshold "
-              f"(np.arange(0, 1, {s['settings'].get('cam_curve_interval')})), takes the box of every contour (holes' "
-              "borders included, x1 and y1 clipped to the last column and row, [0, 0, 0, 0] where no pixel "
-              "survives, as in their reference code, wsolevaluation's evaluation.py) and the best one per image, "
-              "and keeps the best threshold for each IoU (IoU >= 0.3 / 0.5 / 0.7); PxAP is the average precision "
-              "of the map's pixels against the object masks, over the same thresholds.", "",
-              "## Accuracy vs CAM threshold (official largest-contour box)", "",
-              row("CAM threshold", *(f"{t:g}" for t in m["loc_vs_cam_threshold"]["cam_thresholds"])),
-              row("---", *(["---:"] * len(m["loc_vs_cam_threshold"]["cam_thresholds"]))),
-              row("GT-known Loc", *map(pct, m["loc_vs_cam_threshold"]["gt_known"])),
-              row("Top-1 Loc", *map(pct, m["loc_vs_cam_threshold"]["top1"])), ""]
-    return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def render(tscam: Evaluation, script_command: str, threshold_source: str, sections: list[list[str]]) -> str:
+    """The page: its header, then each section, a blank line apart."""
+    lines = header(tscam, script_command, threshold_source)
+    for section in sections:
+        if section:
+            lines += ["", *section]
+    return "\n".join(lines) + "\n"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default="checkpoints/tscam_fashion.safetensors")
     parser.add_argument("--dataset", default="data/fashion-cluttered")
@@ -415,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default="results/benchmark", help="results folder of the evaluation")
     parser.add_argument("--doc", default="docs/results.md")
     parser.add_argument("--figure", default="docs/figures/results_fig7.png")
-    parser.add_argument("--threshold", type=float, help="CAM threshold of the official boxes (default: the one each "
-                                                         "checkpoint's training chose on its validation split, else 0.1)")
+    parser.add_argument("--threshold", type=float, help="CAM threshold of every row (default: each map's best on the "
+                                                         "dataset's val split; without one the checkpoint's)")
     parser.add_argument("--cam-curve-interval", type=float, default=CAM_CURVE_INTERVAL,
                         help="MaxBoxAccV2 / PxAP threshold step, passed to every evaluation")
     parser.add_argument("--box-convention", default=DEFAULT_BOX_CONVENTION, choices=BOX_CONVENTIONS,
@@ -424,50 +190,109 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--limit", type=int)
-    parser.add_argument("--reuse", action="store_true", help="reuse the results folder if it is from this checkpoint")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N images of every split")
+    parser.add_argument("--reuse", action="store_true", help="reuse a results folder made by the same command")
     parser.add_argument("--cnn-checkpoint", help="a CNN CAM checkpoint (train/run.py --preset fashion-cnn) for "
                                                  "Table 5's CAM row; without it the row says 'not run'")
     parser.add_argument("--cnn-results", default="results/benchmark-cnn", help="results folder of its evaluation")
-    args = parser.parse_args(argv)
+    parser.add_argument("--second-seed-dataset", help="the benchmark generated with another seed "
+                                                      "(python -m tscam_core.datasets.fashion --seed 1 ...): Table 5 "
+                                                      "on its test split at the same thresholds")
+    parser.add_argument("--methods", default="", help="comma-separated tscam_core.methods names for the methods "
+                                                      f"table ({', '.join(methods.names())}); default: none")
+    parser.add_argument("--methods-benchmark", default="benchmarks/methods.json",
+                        help="the JSON of benchmarks/methods.py: each method's cost per image")
+    return parser.parse_args(argv)
+
+
+def missing_inputs(args: argparse.Namespace) -> list[str]:
+    paths = [("checkpoint", args.checkpoint), ("dataset", args.dataset), ("CNN checkpoint", args.cnn_checkpoint),
+             ("second-seed dataset", args.second_seed_dataset)]
+    return [f"{what} {path}" for what, path in paths if path and not Path(path).exists()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     os.chdir(REPO)  # relative paths are the repository's, so the commands in the document run as shown
-    paths = [("checkpoint", args.checkpoint), ("dataset", args.dataset)]
-    if args.cnn_checkpoint:
-        paths.append(("CNN checkpoint", args.cnn_checkpoint))
-    missing = [f"{what} {path}" for what, path in paths if not Path(path).exists()]
+    missing = missing_inputs(args)
     if missing:
         print("cannot write the results document; missing: " + ", ".join(missing), file=sys.stderr)
-        if any(text.startswith("checkpoint") for text in missing):
-            print("train one (train/run.py) or pass --checkpoint", file=sys.stderr)
-        if any(text.startswith("CNN checkpoint") for text in missing):
-            print(f"train it: {CNN_TRAIN_COMMAND}", file=sys.stderr)
-        if any(text.startswith("dataset") for text in missing):
-            print("generate it: python -m tscam_core.datasets.fashion --out data/fashion-cluttered", file=sys.stderr)
+        hints = {"checkpoint": "train one (train/run.py) or pass --checkpoint", "CNN": f"train it: {CNN_TRAIN_COMMAND}",
+                 "dataset": "generate it: python -m tscam_core.datasets.fashion --out data/fashion-cluttered --val 1000",
+                 "second-seed": "generate it: python -m tscam_core.datasets.fashion --out data/fashion-cluttered-seed1 "
+                                "--seed 1 --train 0 --test 2000"}
+        for key, hint in hints.items():
+            if any(text.startswith(key) for text in missing):
+                print(hint, file=sys.stderr)
         return 2
+    results = Path(args.results)
     try:
         # Loading first refuses a checkpoint of the other family, with a CheckpointError naming it.
-        tscam_model = load_model(args.checkpoint, family="tscam")
-        tscam = evaluate_checkpoint(args, args.checkpoint, tscam_model, Path(args.results))
-        main = MapSpec.from_record(tscam.results.summary["settings"])
-        others = [spec for spec, _, _ in VARIANT_ROWS if spec != main]
-        variant_runs = {}
-        for spec, threshold in variant_thresholds(args, tscam_model, others).items():
-            results, command = run_evaluation(args, args.checkpoint, results_folder(args.results, spec), threshold,
-                                              spec)
-            variant_runs[spec] = Evaluation(results, command, tscam.parameters, tscam.info)
-        cnn = (evaluate_checkpoint(args, args.cnn_checkpoint, load_model(args.cnn_checkpoint, family="cnn_cam"),
-                                   Path(args.cnn_results))
-               if args.cnn_checkpoint else None)
-    except TSCAMError as error:
+        model = load_model(args.checkpoint, family="tscam")
+        runs = Runs(args)
+        main_run = checkpoint_run(runs, args.checkpoint, model, results)  # the model's own map: TS-CAM
+        variants = {}  # each other map at its own threshold; without a val split, the main run's counts
+        for spec, _, _ in VARIANT_ROWS if runs.validation else ():
+            if spec != MAIN_MAP:
+                variants[spec] = runs.chosen(runs.plan(args.checkpoint, suffixed(results, spec.key.replace("+", "_")),
+                                                       main_run.plan.threshold, spec=spec))
+        cnn_model = load_model(args.cnn_checkpoint, family="cnn_cam") if args.cnn_checkpoint else None
+        cnn = checkpoint_run(runs, args.cnn_checkpoint, cnn_model, Path(args.cnn_results)) if cnn_model else None
+        second = second_seed(runs, {MAIN_MAP: main_run, **variants})
+        previous = runs.run(dataclasses.replace(main_run.plan, out=suffixed(results, "previous-conventions"),
+                                                **conventions.PREVIOUS_CONVENTIONS))
+        names = [name.strip() for name in args.methods.split(",") if name.strip()]
+        method_rows = method_runs(runs, names, model) if names else []
+    except (TSCAMError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     doc, figure = Path(args.doc).resolve(), Path(args.figure).resolve()
+    tscam = Evaluation(main_run.results, main_run.command, parameters(model), model.info)
     fig7(tscam.results, figure)
     script_command = "python scripts/make_results_doc.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    doc.write_text(render(tscam.results, tscam.command, script_command.strip(), figure, doc, cnn, tscam, variant_runs),
-                   encoding="utf-8")
+    threshold_source = ("given with --threshold" if args.threshold is not None else
+                        "its best GT-known Loc on the val split, chosen by the first run of the Table 5 notes"
+                        if runs.validation else "the one the checkpoint's training chose on its validation images")
+    chosen = [main_run, *variants.values(), *([cnn] if cnn else [])]
+    note = threshold_note([c.val_command for c in chosen if c.val_command], [c.command for c in variants.values()],
+                          main_run.plan.threshold)
+    cnn_evaluation = Evaluation(cnn.results, cnn.command, parameters(cnn_model), cnn_model.info) if cnn else None
+    costs, benchmark = matching_costs(Path(args.methods_benchmark), model.info)
+    r = tscam.results
+    sections = [tables.main_table(r),
+                table5(tscam, {spec: c.results for spec, c in variants.items()}, cnn_evaluation, note,
+                       script_command.strip()),
+                second, methods_table(method_rows, costs, benchmark) if method_rows else [], tables.layer_table(r),
+                tables.iou_table(r, figure, doc), tables.error_table(r, cnn.results if cnn else None),
+                tables.choe_table(r), tables.cam_threshold_table(r),
+                conventions.conventions_table(r, previous[0], [tscam.command, previous[1]])]
+    doc.write_text(render(tscam, script_command.strip(), threshold_source, sections), encoding="utf-8")
     print(f"wrote {doc} and {figure}")
     return 0
+
+
+def parameters(model: TSCAM | CNNCAM) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def checkpoint_run(runs: Runs, checkpoint: str, model: TSCAM | CNNCAM, out: Path) -> Chosen:
+    """``model``, loaded from ``checkpoint``, on its own map at its chosen threshold (else its checkpoint's)."""
+    return runs.chosen(runs.plan(checkpoint, out, model.info.default_threshold()[0]))
+
+
+def second_seed(runs: Runs, rows: dict[MapSpec, Chosen]) -> list[str]:
+    """Table 5's rows that have runs of their own, on the second draw's test split at the same thresholds."""
+    dataset = runs.args.second_seed_dataset
+    if not dataset:
+        return []
+    pairs, commands = [], []
+    for spec, label, _ in VARIANT_ROWS:
+        if spec in rows:
+            plan = rows[spec].plan
+            results, command = runs.run(dataclasses.replace(plan, dataset=dataset, out=suffixed(plan.out, "second-seed")))
+            pairs.append(seeds.SeedPair(label, rows[spec].results, results))
+            commands.append(command)
+    return seeds.seed_table(pairs, in_repo(runs.args.dataset), in_repo(dataset), commands)
 
 
 if __name__ == "__main__":

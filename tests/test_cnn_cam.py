@@ -218,12 +218,10 @@ def test_evaluation_refuses_settings_a_cnn_does_not_have(trained, dataset, tmp_p
 
 
 def test_results_document_fills_the_cam_row(trained, dataset, tmp_path):
-    """scripts/make_results_doc.py: Table 5's CAM row (and a Table 7 row) from the CNN's run, or 'not run'."""
-    import importlib.util
+    """docs/results.md: Table 5's CAM row (and a Table 7 row) from the CNN's run, or 'not run'."""
+    from tscam_core.report import tables
+    from tscam_core.report.table5 import Evaluation, table5
 
-    spec = importlib.util.spec_from_file_location("make_results_doc", REPO / "scripts" / "make_results_doc.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     split = open_dataset(dataset, "test")
     settings = EvalSettings(threads=1, loader_workers=0, thumbnails=0, cam_curve_interval=0.1)
     tscam_model = make_tiny_model(num_classes=split.num_classes)
@@ -232,23 +230,23 @@ def test_results_document_fills_the_cam_row(trained, dataset, tmp_path):
     cnn_model = load_model(trained / "best.safetensors", family="cnn_cam")
     cnn = evaluate(cnn_model, split, tmp_path / "cnn", dataclasses.replace(settings, map=MapSpec("cam")), progress=False)
     command = ["python", "-m", "tscam_core.evaluate", "--out", "x"]
-    args = (tscam, command, "python scripts/make_results_doc.py", tmp_path / "fig7.png", tmp_path / "results.md")
 
     cnn_info_saved = read_checkpoint(trained / "best.safetensors")[0]
     tscam_info = dataclasses.replace(tscam_model.info, recipe={**cnn_info_saved.recipe, "epochs": 9, "arch": "vit"})
-    text = script.render(*args, script.Evaluation(cnn, ["python", "-m", "tscam_core.evaluate", "--out", "cnn"],
-                                                  1234, cnn_info_saved),
-                         script.Evaluation(tscam, command, 5678, tscam_info))
+    main = Evaluation(tscam, command, 5678, tscam_info)
+    cnn_run = Evaluation(cnn, ["python", "-m", "tscam_core.evaluate", "--out", "cnn"], 1234, cnn_info_saved)
+    text = "\n".join([*table5(main, {}, cnn_run, [], "python scripts/make_results_doc.py"),
+                      *tables.error_table(tscam, cnn)])
     cam, errors = cnn.metrics["variants"]["cam"], cnn.metrics["error_analysis"]
-    assert (f"| CAM (CNN: resnet10t) | {100 * cam['top1_loc']:.1f} | {100 * cam['top5_loc']:.1f} | "
-            f"{100 * cam['gt_known_loc']:.1f} | 44.2 | 52.2 | 58 |") in text
+    assert (f"| CAM (CNN: resnet10t) | {100 * cam['top1_loc']:.1f} [" in text
+            and f"| {100 * cam['gt_known_loc']:.1f} [" in text and "| 44.2 | 52.2 | 58 |" in text)
     assert "1,234 parameters against TS-CAM's 5,678" in text and "python -m tscam_core.evaluate --out cnn" in text
     # Only the training settings are compared, not the model's.
     assert "differs from the TS-CAM checkpoint's in: epochs 2 (TS-CAM: 9)." in text
-    assert f"| measured (CAM, resnet10t) | {100 * errors['cls']:.2f} |" in text
-    assert f"| TS-CAM | {100 * tscam.metrics['variants']['tscam']['top1_loc']:.1f} |" in text
+    assert f"| measured (CAM, resnet10t) | {100 * errors['cls']:.2f} [" in text
+    assert f"| TS-CAM | {100 * tscam.metrics['variants']['tscam']['top1_loc']:.1f} [" in text
 
-    missing = script.render(*args)
+    missing = "\n".join(table5(main, {}, None, [], "python scripts/make_results_doc.py"))
     assert "| CAM (CNN of comparable size) | not run |" in missing and "measured (CAM" not in missing
     assert "python train/run.py --preset fashion-cnn --name fashion-cnn" in missing
     assert "python scripts/make_results_doc.py --cnn-checkpoint runs/fashion-cnn/best.safetensors" in missing

@@ -395,21 +395,18 @@ def test_signed_class_maps_score_the_official_maps(run, tmp_path):
 
 
 def test_results_document_shows_the_measured_numbers(run, tmp_path):
-    """scripts/make_results_doc.py renders the run's own numbers next to the paper's."""
-    import importlib.util
+    """docs/results.md's tables (tscam_core.report.tables) render the run's own numbers next to the paper's."""
+    from tscam_core.report import tables
 
-    spec = importlib.util.spec_from_file_location("make_results_doc", REPO / "scripts" / "make_results_doc.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     model, _, results = run
     metrics = results.metrics
-    text = script.render(results, ["python", "-m", "tscam_core.evaluate", "--out", "x"], "python scripts/make_results_doc.py",
-                         tmp_path / "figures" / "fig7.png", tmp_path / "results.md")
-    assert f"| GT-known Loc | {100 * metrics['gt_known_loc']:.1f} | 87.7 |" in text
-    assert f"| TransCAM | {100 * metrics['variants']['trans_cam']['top1_loc']:.1f} |" in text
-    assert "python -m tscam_core.evaluate --out x" in text and "![Localization accuracy vs IoU threshold](figures/fig7.png)" in text
+    text = "\n".join([*tables.main_table(results), *tables.layer_table(results), *tables.error_table(results),
+                      *tables.iou_table(results, tmp_path / "figures" / "fig7.png", tmp_path / "results.md"),
+                      *tables.choe_table(results)])
+    assert f"| GT-known Loc | {100 * metrics['gt_known_loc']:.1f} [" in text and "| 87.7 |" in text
+    assert "![Localization accuracy vs IoU threshold](figures/fig7.png)" in text
     errors = metrics["error_analysis"]
-    assert f"| measured (TS-CAM) | {100 * errors['cls']:.2f} | {100 * errors['m_ins']:.2f} |" in text
+    assert f"| measured (TS-CAM) | {100 * errors['cls']:.2f} [" in text
     for k in range(1, model.depth + 1):
         assert f"| {k} | {100 * metrics['layer_count']['top1'][k - 1]:.1f} |" in text
     assert f"| PxAP | {100 * metrics['pxap']:.1f} |" in text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tscam_core.intervals import Interval, bootstrap_interval
+from tscam_core.intervals import Interval, bootstrap_interval, difference_interval
 
 
 def test_a_constant_column_has_no_spread():
@@ -63,3 +63,32 @@ def test_percent_prints_estimate_and_bounds():
 def test_bad_input_is_named(values, level, message):
     with pytest.raises(ValueError, match=message):
         bootstrap_interval(values, level=level)
+
+
+def test_an_unpaired_difference_of_constant_columns_has_no_spread():
+    # Every resample of 30 hits minus every resample of 20 misses is 1 - 0.
+    assert difference_interval([1] * 30, [0] * 20) == Interval(1.0, 1.0, 1.0, 0.95)
+
+
+def test_an_unpaired_difference_matches_the_normal_approximation():
+    # 1,000 hits of 2,000 images against 600 of 2,000 (other images): the difference 0.5 - 0.3 = 0.2 has
+    # standard error sqrt(0.25 / 2000 + 0.21 / 2000) = 0.01517, so about 0.2 -+ 0.0297 = 0.1703 .. 0.2297.
+    first, second = np.arange(2000) % 2 == 0, np.arange(2000) % 10 < 3
+    interval = difference_interval(first, second, resamples=4000)
+    assert interval.estimate == pytest.approx(0.2)
+    assert interval.low == pytest.approx(0.1703, abs=0.004)
+    assert interval.high == pytest.approx(0.2297, abs=0.004)
+
+
+def test_an_unpaired_difference_is_wider_than_the_paired_one_of_the_same_columns():
+    # The paired test of test_a_paired_difference_... (0.081 .. 0.119) forgets, unpaired, that the images are
+    # shared: sqrt(0.2475 / 1000 + 0.2475 / 1000) = 0.0222, about 0.1 -+ 0.044.
+    a, b = np.arange(1000) < 450, np.arange(1000) < 550
+    unpaired, paired = difference_interval(b, a), bootstrap_interval(b.astype(int) - a.astype(int))
+    assert unpaired.estimate == pytest.approx(paired.estimate)
+    assert unpaired.high - unpaired.low > 1.5 * (paired.high - paired.low)
+
+
+def test_an_unpaired_difference_names_a_bad_column():
+    with pytest.raises(ValueError, match="non-empty column"):
+        difference_interval([1, 0], [])

@@ -1,20 +1,27 @@
-"""scripts/make_results_doc.py: Table 5's map variants, each at the CAM threshold its own map chose on the
-checkpoint's validation images, end to end on a tiny trained checkpoint."""
+"""scripts/make_results_doc.py end to end on a tiny trained checkpoint: every row's CAM threshold chosen on
+the val split by a run of its own, each row from its own run, the second draw and the previous conventions."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 
 import pytest
 
-from tscam_core.boxes import predict_box
-from tscam_core.datasets import TorchWSOL, collate
+from tscam_core.datasets import open_dataset
+from tscam_core.datasets.fashion import generate
+from tscam_core.evaluate import EvalSettings, evaluate
 from tscam_core.explanation import MapSpec
 from tscam_core.loading import load_model
-from tscam_core.overlaps import box_iou
-from tscam_core.testing.tiny_training import ROOT, make_dataset, tiny_config
-from tscam_core.training import holdout_split, open_dataset, train
+from tscam_core.report import runs as report_runs
+from tscam_core.report.columns import column_hits, interval
+from tscam_core.report.markdown import cell
+from tscam_core.report.runs import EvalRun
+from tscam_core.report.thresholds import validation_threshold
+from tscam_core.results import load_results
+from tscam_core.testing.tiny_training import FIXTURE, ROOT, TINY_BENCHMARK, make_dataset, tiny_config
+from tscam_core.training import train
 
 
 def load_script():
@@ -27,116 +34,91 @@ def load_script():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("doc")
-    data = make_dataset(root / "data")
-    config = tiny_config(data, root / "runs", "doc", epochs=2, test_split="test")
-    return config, train(config) / "best.safetensors"
+    config = tiny_config(make_dataset(root / "data"), root / "runs", "doc", epochs=2, test_split="test")
+    draw = dataclasses.replace(TINY_BENCHMARK, train=0, val=12)
+    generate(root / "draw", draw, FIXTURE, progress=False)
+    generate(root / "second", dataclasses.replace(draw, seed=1, val=0), FIXTURE, progress=False)
+    return root, train(config) / "best.safetensors"
 
 
-def best_threshold_by_hand(checkpoint, config, spec: MapSpec) -> float:
-    """The threshold with the most GT-known hits on the held-out images, box by box (first of equals)."""
-    model = load_model(checkpoint)
-    _, held = holdout_split(open_dataset(config.data, "train"), config.holdout, config.seed)
-    batch = collate([TorchWSOL(held, model.info.transform)[i] for i in range(len(held))])
-    explanation = model.explain(batch["image"])
-    maps = explanation.maps(spec, batch["label"][:, None])[:, 0]
-    size = tuple(batch["image"].shape[-2:])
-    hits = {t: sum(float(box_iou(predict_box(maps[k], size, t), batch["boxes"][k].numpy()).max()) >= 0.5
-                   for k in range(len(held)))
-            for t in config.thresholds()}
-    best = max(hits.values())
-    return min((t for t, h in hits.items() if h == best), key=lambda t: abs(t - config.threshold))
-
-
-def test_each_variant_gets_the_threshold_its_map_scores_best_with_on_validation(trained):
+def test_document_shows_each_row_from_its_own_run_at_its_val_threshold(trained, tmp_path):
     script = load_script()
-    config, checkpoint = trained
-    args = argparse.Namespace(threshold=None, split="test", batch_size=5)
-    model = load_model(checkpoint)
-    specs = [MapSpec("trans_attention"), MapSpec("trans_cam"), script.SIGNED]
-    chosen = script.variant_thresholds(args, model, specs)
-    assert list(chosen) == specs
-    for spec, threshold in chosen.items():
-        assert threshold == best_threshold_by_hand(checkpoint, config, spec), spec
-    # A threshold given for all, or validation images that are the evaluated split: nothing is chosen.
-    assert script.variant_thresholds(argparse.Namespace(threshold=0.3, split="test", batch_size=5), model,
-                                     [MapSpec("trans_cam")]) == {}
-    assert script.variant_thresholds(argparse.Namespace(threshold=None, split="train", batch_size=5),
-                                     model, [MapSpec("trans_cam")]) == {}
-
-
-def test_document_shows_each_variant_from_its_own_run(trained, tmp_path):
-    script = load_script()
-    config, checkpoint = trained
+    root, checkpoint = trained
     doc, results = tmp_path / "results.md", tmp_path / "results" / "tiny"
-    code = script.main(["--checkpoint", str(checkpoint), "--dataset", config.data, "--results", str(results),
+    code = script.main(["--checkpoint", str(checkpoint), "--dataset", str(root / "draw"), "--results", str(results),
                         "--doc", str(doc), "--figure", str(tmp_path / "fig7.png"), "--batch-size", "6",
-                        "--threads", "1"])
+                        "--threads", "1", "--cam-curve-interval", "0.05", "--second-seed-dataset", str(root / "second")])
     assert code == 0
     text = doc.read_text()
-    chosen = script.variant_thresholds(argparse.Namespace(threshold=None, split="test", batch_size=5),
-                                       load_model(checkpoint), [MapSpec("trans_attention"), MapSpec("trans_cam")])
-    chosen.update(script.variant_thresholds(argparse.Namespace(threshold=None, split="test", batch_size=5),
-                                            load_model(checkpoint), [script.SIGNED]))
+    main = load_results(results)
+    assert main.summary["settings"]["cam_threshold"] == validation_threshold(load_results(f"{results}-val"))
     for variant, label, folder in ((MapSpec("trans_attention"), "TransAttention", "tiny-trans_attention"),
                                    (MapSpec("trans_cam"), "TransCAM", "tiny-trans_cam"),
-                                   (script.SIGNED, "TS-CAM, S_c signed (Eq. 7 as published)", "tiny-tscam_signed")):
-        run = script.load_results(tmp_path / "results" / folder)
+                                   (MapSpec("tscam", signed=True), "TS-CAM, S_c signed (Eq. 7 as published)",
+                                    "tiny-tscam_signed")):
+        run = load_results(tmp_path / "results" / folder)
+        val = load_results(tmp_path / "results" / f"{folder}-val")
+        assert (val.summary["dataset"]["split"], MapSpec.from_record(val.summary["settings"])) == ("val", variant)
         assert MapSpec.from_record(run.summary["settings"]) == variant
-        assert run.summary["settings"]["cam_threshold"] == chosen[variant]
-        m = run.metrics
-        assert (f"| {label} | {100 * m['top1_loc']:.1f} | {100 * m['top5_loc']:.1f} | {100 * m['gt_known_loc']:.1f} |"
-                in text)
-        assert text.splitlines()[[i for i, line in enumerate(text.splitlines())
-                                  if line.startswith(f"| {label} |")][0]].endswith(f"| {chosen[variant]} |")
+        threshold = validation_threshold(val)
+        assert run.summary["settings"]["cam_threshold"] == threshold
+        cells = " | ".join(cell(interval(column_hits(run, c))) for c in ("top1_loc", "top5_loc", "gt_known"))
+        assert f"| {label} | {cells} |" in text
+        assert [line for line in text.splitlines() if line.startswith(f"| {label} | {cells}")][0].endswith(
+            f"| {threshold} |")
         flags = f"--variant {variant.variant}" + (" --signed-class-maps" if variant.signed else "")
-        assert f"--threshold {chosen[variant]} --batch-size 6 --threads 1 --device cpu {flags}" in text
-    main = script.load_results(results)
-    assert f"| TS-CAM | {100 * main.metrics['top1_loc']:.1f} |" in text
-    assert "never on the test split" in text
+        assert f"--threshold {threshold} --batch-size 6 --threads 1 --device cpu {flags}" in text
+        second = load_results(tmp_path / "results" / f"{folder}-second-seed")
+        assert second.summary["settings"]["cam_threshold"] == threshold  # the same threshold on the second draw
+        assert f"| {label} | {threshold} | {cell(interval(column_hits(run, 'top1_loc')))} | " \
+               f"{cell(interval(column_hits(second, 'top1_loc')))} |" in text
+    assert f"| TS-CAM | {cell(interval(column_hits(main, 'top1_loc')))} |" in text
+    previous = load_results(f"{results}-previous-conventions")
+    assert (previous.summary["settings"]["box_convention"], previous.summary["settings"]["cam_curve_interval"]) == \
+        ("half_open", 0.01)
+    assert "--box-convention half_open" in text and "never on the test split" in text
+    assert "## Table 5 on a second draw of the benchmark" in text and "GT-known Loc seed 0" in text
 
 
-def test_without_validation_images_the_rows_share_the_main_threshold(trained, tmp_path):
+def test_methods_need_a_val_split_and_a_method_that_fits(trained, tmp_path):
     script = load_script()
-    _, checkpoint = trained
+    root, checkpoint = trained
     model = load_model(checkpoint)
-    from tscam_core.datasets import open_dataset as open_split
-    from tscam_core.evaluate import EvalSettings, evaluate
-
-    split = open_split(model.info.recipe["data"], "test")
-    results = evaluate(model, split, tmp_path / "run", EvalSettings(threads=1, loader_workers=0, thumbnails=0,
-                                                                    cam_curve_interval=0.1, cam_threshold=0.3),
-                       progress=False)
-    text = script.render(results, ["python", "-m", "tscam_core.evaluate"], "python scripts/make_results_doc.py",
-                         tmp_path / "fig7.png", tmp_path / "results.md")
-    v = results.metrics["variants"]["trans_cam"]
-    assert f"| TransCAM | {100 * v['top1_loc']:.1f} | {100 * v['top5_loc']:.1f} | {100 * v['gt_known_loc']:.1f} |" in text
-    assert "share the main run's CAM threshold (0.3)" in text
+    args = argparse.Namespace(threshold=None, dataset=str(root / "second"), split="test", checkpoint=str(checkpoint),
+                              results=str(tmp_path / "r"))
+    with pytest.raises(ValueError, match="chooses each method's CAM threshold on the dataset's val split"):
+        script.method_runs(script.Runs(args), ["rollout"], model)
+    with pytest.raises(ValueError, match="method 'cam' does not fit the checkpoint"):
+        script.method_runs(script.Runs(argparse.Namespace(**{**vars(args), "dataset": str(root / "draw")})),
+                           ["cam"], model)
+    with pytest.raises(ValueError, match="unknown method 'nothing'"):
+        script.method_runs(script.Runs(argparse.Namespace(**{**vars(args), "dataset": str(root / "draw")})),
+                           ["nothing"], model)
 
 
 def test_reuse_keeps_only_a_run_of_the_same_images(trained, tmp_path, monkeypatch):
-    """--reuse must not pass off a run of other images (a --limit, another split or dataset) or of another
-    protocol (threshold step, box convention) as the command's."""
-    script = load_script()
-    config, checkpoint = trained
-    from tscam_core.datasets import open_dataset as open_split
-    from tscam_core.evaluate import EvalSettings, evaluate
-
+    """--reuse must not pass off a run of other images (a --limit, another split or dataset), of another
+    protocol (threshold step, box convention) or of another map or method as the command's."""
+    root, checkpoint = trained
     out = tmp_path / "run"
-    evaluate(load_model(checkpoint), open_split(config.data, "test"), out,
+    evaluate(load_model(checkpoint), open_dataset(root / "draw", "test"), out,
              EvalSettings(threads=1, loader_workers=0, thumbnails=0, cam_curve_interval=0.1, cam_threshold=0.3,
                           limit=2), progress=False)
     ran = []
-    monkeypatch.setattr(script.subprocess, "run",
+    monkeypatch.setattr(report_runs.subprocess, "run",
                         lambda command, cwd: ran.append(command) or argparse.Namespace(returncode=0))
-    args = argparse.Namespace(reuse=True, dataset=str(config.data), split="test", limit=2, batch_size=6, threads=1,
-                              device="cpu", cam_curve_interval=0.1, box_convention="inclusive")
-    script.run_evaluation(args, str(checkpoint), out, 0.3)
+    plan = EvalRun(str(checkpoint), str(root / "draw"), "test", out, 0.3, limit=2, batch_size=6, threads=1,
+                   cam_curve_interval=0.1, box_convention="inclusive")
+    report_runs.run(plan, reuse=True)
     assert ran == []  # the same images, scored the same way: reused
-    for changed in ({"limit": None}, {"split": "all"}, {"dataset": str(tmp_path)}, {"cam_curve_interval": 0.01},
-                    {"box_convention": "half_open"}):
-        script.run_evaluation(argparse.Namespace(**{**vars(args), **changed}), str(checkpoint), out, 0.3)
-        assert len(ran) == 1, changed  # other images or another protocol: evaluated again
+    for changed in ({"limit": None}, {"split": "val"}, {"dataset": str(root / "second")}, {"cam_curve_interval": 0.01},
+                    {"box_convention": "half_open"}, {"spec": MapSpec("trans_cam")}, {"method": "rollout"},
+                    {"threshold": 0.35}):
+        report_runs.run(dataclasses.replace(plan, **changed), reuse=True)
+        assert len(ran) == 1, changed  # other images, protocol or map: evaluated again
         ran.clear()
+    assert "--method" not in plan.command() and plan.command()[-2:] == ["--limit", "2"]
+    assert dataclasses.replace(plan, method="rollout").command()[-4:] == ["--method", "rollout", "--limit", "2"]
 
 
 def test_the_document_names_data_inside_the_repository_by_relative_path(tmp_path):

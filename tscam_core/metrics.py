@@ -242,6 +242,15 @@ class ThresholdCurve(Counts):
                 "top1": (self.top1 / n).tolist()}
 
 
+def best_threshold(thresholds: Sequence[float], gt_known: Sequence[float | None], preferred: float) -> float:
+    """The CAM threshold of a ``ThresholdCurve`` with the best GT-known Loc; among equals the one nearest
+    ``preferred`` (the threshold a run would use otherwise), so a flat curve keeps it."""
+    scored = [(t, g) for t, g in zip(thresholds, gt_known, strict=True) if g is not None]
+    if not scored:
+        raise ValueError("the curve has no GT-known Loc at any CAM threshold (no image was scored)")
+    return max(scored, key=lambda pair: (pair[1], -abs(pair[0] - preferred)))[0]
+
+
 class MaxBoxAccV2(Counts):
     """Choe et al.'s MaxBoxAccV2 from per-threshold counts of images with a box at IoU >= delta."""
 

@@ -17,7 +17,7 @@ from ..checkpoint import ModelInfo, load_state, read_checkpoint, save_checkpoint
 from ..cnn_cam import CNNCAM
 from ..datasets import open_dataset
 from ..explanation import MapSpec, variants_for
-from ..metrics import LocalizationAccumulator, ThresholdCurve
+from ..metrics import LocalizationAccumulator, ThresholdCurve, best_threshold
 from ..model import TSCAM
 from ..recipes import TrainConfig
 from .models import build_training_model
@@ -49,7 +49,7 @@ def validate(model: TSCAM | CNNCAM, loader: DataLoader, thresholds: list[float],
     result = curve.result()
     gt_known = dict(zip(result["cam_thresholds"], result["gt_known"], strict=True))
     top1_loc = dict(zip(result["cam_thresholds"], result["top1"], strict=True))
-    best = max(result["cam_thresholds"], key=lambda t: (gt_known[t], -abs(t - threshold)))
+    best = best_threshold(result["cam_thresholds"], result["gt_known"], threshold)
     return {
         "images": count,
         "top1_cls": correct / max(count, 1),

@@ -1,0 +1,101 @@
+"""Section 7: every localization method of ``tscam_core.methods`` side by side: time per image and peak memory.
+
+    python benchmarks/methods.py [--quick] [--device cuda] [--json benchmarks/methods.json]
+
+For deit_small_patch16_224 (random weights, 200 classes as CUB) and the shipped checkpoint, at
+224 px (the shipped model at its own input size) and batch sizes 1 and 16: each method that fits
+the model makes the maps of one class per image (the top-1 predicted class), timed interleaved
+with every other method and with TS-CAM's explain (the maps of every class from one forward), the
+ratios taken against explain. Writes the costs as JSON, which scripts/make_results_doc.py reads
+for its methods table, and prints them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from benchmarks import measure
+from benchmarks.gradcam_compare import explain_all_classes
+from benchmarks.report import Row, markdown_table
+from tscam_core import TSCAM, methods
+from tscam_core.report.methods_table import MethodCost
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_JSON = ROOT / "benchmarks" / "methods.json"
+METHOD = ("every method of tscam_core.methods that fits the model (methods.available), called as the registry "
+          "calls it for the top-1 class of each image of one fixed random batch, interleaved with one another and "
+          "with explain's maps of every class (M_c); ratios against explain")
+
+
+def method_costs(model: TSCAM, label: str, batch: int, size: tuple[int, int], budget: measure.Budget) -> list[MethodCost]:
+    """Each fitting method's time per image and peak memory at ``batch``, beside explain's, from one interleaved run."""
+    images = measure.random_images(batch, size, budget.device)
+    with torch.no_grad():
+        classes = model(images).argmax(dim=1, keepdim=True)
+    fitting = methods.available(model)
+    candidates = {"explain": lambda: explain_all_classes(model, images)}
+    candidates |= {method.name: (lambda method=method: method(model, images, classes)) for method in fitting}
+    timings = measure.time_interleaved(candidates, budget.repeats, budget.warmup, budget.device)
+    memory = {name: measure.peak_memory(call, budget.device) for name, call in candidates.items()}
+    info = model.info
+    return [MethodCost(label, info.arch, tuple(size), info.num_classes, batch, method.name,
+                       1e3 * timings.median(method.name) / batch, memory[method.name],
+                       timings.ratio(method.name, "explain"), memory[method.name] / memory["explain"])
+            for method in fitting]
+
+
+def rows(costs: list[MethodCost]) -> list[Row]:
+    """The costs as benchmark rows (benchmarks/run.py's section 7): each method's time and memory over explain's."""
+    out = []
+    for cost in costs:
+        setting = f"{cost.method}, {cost.input_size[0]}x{cost.input_size[1]} px, 1 class per image"
+        out += [Row(7, cost.subject, cost.batch, setting, "method / explain (all classes) time", cost.time_vs_explain,
+                    detail=f"{measure.milliseconds(cost.ms_per_image / 1e3)} per image"),
+                Row(7, cost.subject, cost.batch, setting, "method / explain (all classes) peak memory",
+                    cost.memory_vs_explain, detail=measure.mebibytes(cost.peak_memory_bytes))]
+    return out
+
+
+def write_json(path: Path, costs: list[MethodCost], command: str, device: torch.device) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"command": command, "machine": measure.machine_description(device), "timing": measure.TIMING_METHOD,
+            "peak memory": measure.memory_method(device), "method": METHOD, "costs": [cost.to_dict() for cost in costs]}
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> list[MethodCost]:
+    # run.py imports this module for its section 7: its subjects and budgets are imported here, when run alone.
+    from benchmarks.run import BATCHES, Plan, default_subjects
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (benchmarks/run.py's --quick budgets)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's choice), as run.py")
+    parser.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "tscam_fashion.safetensors",
+                        help="the shipped model to benchmark")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where the costs go as JSON")
+    args = parser.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    plan = Plan.create(device, args.quick)
+    subjects, notes = default_subjects(device, args.checkpoint)
+    costs = [cost for subject in subjects for batch in BATCHES
+             for cost in method_costs(subject.model, subject.label, batch, subject.input_size, plan.for_batch(batch))]
+    command = "python benchmarks/methods.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    write_json(args.json, costs, command.strip(), device)
+    print(markdown_table(rows(costs)))
+    for note in notes:
+        print(f"note: {note}")
+    print(f"wrote {args.json}")
+    return costs
+
+
+if __name__ == "__main__":
+    main()
