@@ -196,7 +196,9 @@ def describe_model(label: str, explorer: Explorer) -> str:
     text = f"**Model `{label}`** knows **{domain_of(info).describe()}**. Classes: {shown}."
     if not has_names(info):
         text += " (This model carries no class names: start the app with `--class-names FILE`.)"
-    return text + " Images unlike these get the closest class it knows, whatever they show."
+    spec, _, why = info.best_map()
+    return text + (" Images unlike these get the closest class it knows, whatever they show. "
+                   f"The page opens on **{spec.label}**: {why}.")
 
 
 class Handlers:
@@ -435,7 +437,7 @@ def build_demo(zoo: ModelZoo, example_sets: Sequence[ExampleSet] = ()) -> gr.Blo
                 )
                 method = gr.Dropdown(
                     picker_choices(explorer.model),
-                    value="tscam",
+                    value=explorer.info.best_map()[0].variant,
                     label="Method: the map used for the box (and what it costs)",
                     elem_id="method",
                 )
@@ -454,7 +456,7 @@ def build_demo(zoo: ModelZoo, example_sets: Sequence[ExampleSet] = ()) -> gr.Blo
                 threshold = gr.Slider(
                     0.0,
                     1.0,
-                    value=explorer.info.default_threshold()[0],
+                    value=explorer.info.best_map()[1],
                     step=0.01,
                     label="CAM threshold",
                     elem_id="threshold",

@@ -76,8 +76,10 @@ class EvalRun:
 
 
     def _same_method(self, settings: dict) -> bool:
-        """A run of a --method records it; one of a map may record that map's own method (its MapSpec key)."""
+        """A run of a --method records it; one of a map may record that map's own method (its MapSpec key).
+        summary.json holds the method as {name, label, cost}."""
         recorded = settings.get("method")
+        recorded = recorded.get("name") if isinstance(recorded, dict) else recorded
         if self.method is not None:
             return recorded == self.method
         return recorded is None or recorded == MapSpec.from_record(settings).key
