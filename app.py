@@ -390,6 +390,7 @@ class Handlers:
 def build_demo(zoo: ModelZoo, example_sets: Sequence[ExampleSet] = ()) -> gr.Blocks:
     handlers = Handlers(zoo, example_sets)
     explorer = zoo.get(zoo.default)
+    opening_map, opening_threshold, _ = explorer.info.best_map()
     depth = explorer.depth
     with gr.Blocks(title="TS-CAM explorer", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
         gr.Markdown(
@@ -437,7 +438,7 @@ def build_demo(zoo: ModelZoo, example_sets: Sequence[ExampleSet] = ()) -> gr.Blo
                 )
                 method = gr.Dropdown(
                     picker_choices(explorer.model),
-                    value=explorer.info.best_map()[0].variant,
+                    value=opening_map.variant,
                     label="Method: the map used for the box (and what it costs)",
                     elem_id="method",
                 )
@@ -456,7 +457,7 @@ def build_demo(zoo: ModelZoo, example_sets: Sequence[ExampleSet] = ()) -> gr.Blo
                 threshold = gr.Slider(
                     0.0,
                     1.0,
-                    value=explorer.info.best_map()[1],
+                    value=opening_threshold,
                     step=0.01,
                     label="CAM threshold",
                     elem_id="threshold",
