@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from conftest import make_tiny_model, tiny_info
 from safetensors.torch import save_file
 from test_methods import CLASSES, GRID, assert_maps, gathered, hand_attention
+from torch.utils.data import DataLoader
 
 from train.run import main
 from tscam_core import (
@@ -32,6 +33,8 @@ from tscam_core import (
     save_checkpoint,
 )
 from tscam_core.checkpoint import METADATA_KEY
+from tscam_core.datasets import TorchWSOL, collate, open_dataset
+from tscam_core.evaluate import Protocol, score_loader
 from tscam_core.recipes import PRESETS, preset_config
 from tscam_core.scm import SCM, ActivationDiffusionBlock, CalibrationSettings, newton_schulz_inverse
 from tscam_core.testing.tiny_training import cli_args, make_dataset, tiny_config
@@ -261,6 +264,21 @@ def trained(dataset, tmp_path_factory):
                          scm_blocks=2, scm_lam=0.8, test_split="test")
     assert main(cli_args(config)) == 0
     return config, Path(config.output) / config.name
+
+
+def test_training_scores_an_scm_model_on_its_own_map(dataset):
+    """Validation and the test split score SCM's map of an SCM model (methods.own), not TS-CAM's coupling."""
+    torch.manual_seed(3)
+    model = build_model(dataclasses.replace(scm_info(**SETTINGS), num_classes=10, class_names=[])).eval()  # 10 classes, as the data
+    assert methods.own(model) is methods.get("scm") and methods.own(make_tiny_model()) is methods.get("tscam")
+    loader = DataLoader(TorchWSOL(open_dataset(dataset, "test"), model.info.transform), batch_size=4,
+                        collate_fn=collate)
+    protocol = Protocol(cam_threshold=0.2)
+
+    def ious(method=None):
+        return [record.gt_known_iou for record in score_loader(model, loader, protocol, method)]
+
+    assert ious() == ious(methods.get("scm")) != ious(methods.get("tscam"))
 
 
 def test_training_runs_through_the_blocks_and_saves_an_scm_checkpoint(trained, images):

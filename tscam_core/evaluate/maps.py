@@ -11,6 +11,7 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
+from .. import methods
 from ..explanation import Explanation, MapSpec, variants_for
 from ..methods import Method
 from .scoring import Backend, ImageMaps, ImageRecord, Protocol, score_images
@@ -54,26 +55,28 @@ def scored_maps(method: Method, model: torch.nn.Module, images: torch.Tensor, ex
 
 
 @torch.no_grad()
-def score_loader(model: torch.nn.Module, loader: Iterable[dict], protocol: Protocol, main: MapSpec | None = None,
+def score_loader(model: torch.nn.Module, loader: Iterable[dict], protocol: Protocol, method: Method | None = None,
                  autocast_dtype: torch.dtype | None = None, backend: Backend | None = None) -> Iterator[ImageRecord]:
     """Each image's record, batch after batch of ``loader`` (``TorchWSOL`` items, boxes in the input
     frame), with the model in eval mode; its train mode is restored after. A protocol without an
-    input size takes the images'; without ``main``, the model's own map is scored (TS-CAM's over
-    every block, or a CNN's CAM)."""
+    input size takes the images'; without ``method``, the model's own map is scored
+    (``methods.own``: TS-CAM's over every block, SCM's, or a CNN's CAM)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    method = method or methods.own(model)
+    named = named_maps(method.spec, model.depth)[0]
     try:
         for batch in loader:
             images = batch["image"].to(device)
             autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
             with autocast:
                 explanation = model.explain(images)
-            explanation = explanation.to("cpu")
-            labels, spec = batch["label"], main or MapSpec(explanation.variants[0])
+            labels = batch["label"].to(device)
             ranked = explanation.logits.float().topk(min(5, explanation.logits.shape[1]), dim=1).indices
             sized = protocol if protocol.input_size else dataclasses.replace(protocol, input_size=tuple(images.shape[-2:]))
-            maps = batch_maps(explanation, labels, ranked[:, 0], spec, named_maps(spec, model.depth)[0], sized)
+            maps = scored_maps(method, model, images, explanation, labels, ranked[:, 0], named, sized)
+            labels, ranked = labels.cpu(), ranked.cpu()
             yield from score_images([
                 ImageMaps(maps[k], int(labels[k]), ranked[k].tolist(), batch["boxes"][k].numpy().reshape(-1, 4))
                 for k in range(len(labels))], sized, backend)

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from ..explanation import MapSpec
+from ..explanation import MapSpec, variants_for
 from . import chefer, cnn_cam, gradcam, rollout, scm, tscam
 from .registry import COST_LABELS, METHODS, NEED_LABELS, Cost, Method, Need, provides, register
 
@@ -37,6 +37,14 @@ def get(name: str) -> Method:
     if variant in METHODS and METHODS[variant].spec is not None:
         return tscam.from_spec(MapSpec.parse(name))
     raise ValueError(f"unknown method {name!r}; choose one of {', '.join(names())}")
+
+
+def own(model: nn.Module) -> Method:
+    """The map ``model`` was trained to give, which its training validates and tests: SCM's for an SCM
+    model, else its explanation's own variant (TS-CAM's M_c, a CNN's CAM)."""
+    if METHODS["scm"].fits(model):
+        return METHODS["scm"]
+    return METHODS[variants_for(model.depth)[0]]
 
 
 def available(model: nn.Module) -> tuple[Method, ...]:
@@ -66,4 +74,4 @@ def _in_order(methods: Iterable[Method]) -> list[Method]:
 
 
 __all__ = ["COST_LABELS", "NEED_LABELS", "Cost", "Method", "Need", "available", "chefer", "cnn_cam", "for_model",
-           "get", "gradcam", "names", "provides", "register", "rollout", "scm", "tscam"]
+           "get", "gradcam", "names", "own", "provides", "register", "rollout", "scm", "tscam"]

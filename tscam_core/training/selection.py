@@ -13,10 +13,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .. import methods
 from ..checkpoint import ModelInfo, load_state, read_checkpoint, save_checkpoint
 from ..cnn_cam import CNNCAM
 from ..datasets import open_dataset
-from ..explanation import MapSpec, variants_for
+from ..explanation import variants_for
+from ..methods import Method
 from ..metrics import LocalizationAccumulator, ThresholdCurve, best_threshold
 from ..model import TSCAM
 from ..recipes import TrainConfig
@@ -29,9 +31,9 @@ if TYPE_CHECKING:
 
 @torch.no_grad()
 def validate(model: TSCAM | CNNCAM, loader: DataLoader, thresholds: list[float], threshold: float,
-             autocast_dtype: torch.dtype | None = None, spec: MapSpec | None = None) -> dict[str, Any]:
-    """Top-1 classification and GT-known localization (official boxes, IoU >= 0.5) of the map ``spec``
-    names: by default the model's own (TS-CAM's M_c over every block, or a CNN's CAM).
+             autocast_dtype: torch.dtype | None = None, method: Method | None = None) -> dict[str, Any]:
+    """Top-1 classification and GT-known localization (official boxes, IoU >= 0.5) of ``method``'s maps:
+    by default the model's own (``methods.own``: TS-CAM's M_c over every block, SCM's, a CNN's CAM).
 
     Boxes are compared in the model-input frame, where the loader's boxes already are.
     """
@@ -41,7 +43,7 @@ def validate(model: TSCAM | CNNCAM, loader: DataLoader, thresholds: list[float],
     curve = ThresholdCurve(thresholds)
     correct = count = 0
     protocol = Protocol(cam_threshold=threshold, curve=np.asarray(thresholds, np.float64))
-    for record in score_loader(model, loader, protocol, spec, autocast_dtype):
+    for record in score_loader(model, loader, protocol, method, autocast_dtype):
         hit = record.hits.top1_cls
         curve.add(record.curve_ious, hit)
         correct += hit
@@ -65,7 +67,8 @@ def validate(model: TSCAM | CNNCAM, loader: DataLoader, thresholds: list[float],
 
 @torch.no_grad()
 def evaluate_split(model: TSCAM | CNNCAM, loader: DataLoader, num_classes: int, threshold: float) -> dict[str, Any]:
-    """The paper's five accuracies and error analysis at one CAM threshold (the model's own maps, all blocks)."""
+    """The paper's five accuracies and error analysis at one CAM threshold, of the model's own map
+    (``methods.own``)."""
     from ..evaluate.maps import score_loader
     from ..evaluate.scoring import Protocol
 
@@ -108,7 +111,7 @@ def validate_maps(model: TSCAM | CNNCAM, loader: DataLoader, config: TrainConfig
     a viewer can open on the map that localizes best on held-out images rather than on the model's own."""
     scores = {}
     for variant in variants_for(model.depth):
-        validated = validate(model, loader, config.thresholds(), config.threshold, amp, MapSpec(variant))
+        validated = validate(model, loader, config.thresholds(), config.threshold, amp, methods.get(variant))
         scores[variant] = {key: validated[key] for key in ("best_threshold", "gt_known_loc_best", "top1_loc_best")}
     return scores
 
