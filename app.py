@@ -268,9 +268,10 @@ class Handlers:
         self, model: str, image: str | None, method: str, opacity: float, colormap: str
     ) -> tuple:
         """Another model: its description, its examples, its blocks, threshold and methods, and the image
-        kept on the page explained again by it (with the picked method: refused by name where it cannot)."""
+        kept on the page explained again by it (with the picked method: refused by name where it cannot), at
+        the threshold that method scores best with on the new model's validation images where it records one."""
         explorer = self.explorer(model)
-        depth, threshold = explorer.depth, explorer.info.default_threshold()[0]
+        depth, threshold = explorer.depth, explorer.info.map_threshold(method)
         fits = [examples.fits(explorer.info.class_names) for examples in self.example_sets]
         return (
             describe_model(model, explorer),

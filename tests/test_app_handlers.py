@@ -234,7 +234,10 @@ def test_a_class_is_accepted_by_name_or_by_index(handlers, photo):
 def two_models(model, tmp_path):
     """The 5-class tiny model, and a 3-block one that knows other classes, with an example set for the first."""
     other = make_tiny_model(seed=3, num_classes=3, depth=3)
-    other.info = dataclasses.replace(tiny_info(3, depth=3), class_names=["cat", "dog", "bird"])
+    maps = {"tscam": {"best_threshold": 0.25, "gt_known_loc_best": 0.3},
+            "trans_attention": {"best_threshold": 0.4, "gt_known_loc_best": 0.6}}
+    other.info = dataclasses.replace(tiny_info(3, depth=3), class_names=["cat", "dog", "bird"],
+                                     evaluation={"validation": {"best_threshold": 0.25, "maps": maps}})
     explorers = {"tiny.safetensors": Explorer(model), "other.safetensors": Explorer(other)}
     zoo = ModelZoo(list(explorers), explorers.__getitem__)
     noise(30, 30).save(tmp_path / "bag.png")
@@ -249,14 +252,20 @@ def test_switching_the_model_explains_the_same_image_again(two_models, photo):
     )
     assert "other.safetensors" in info and "3 classes" in info and "cat; dog; bird" in info
     assert examples_shown.visible is False  # the bag example is for the clothing model
-    assert mode == "last" and count.maximum == count.value == 3 and threshold == 0.1
+    assert mode == "last" and count.maximum == count.value == 3 and threshold == 0.25
     assert state.name == first.name == "photo.png" and state.class_names == ["cat", "dog", "bird"]
     assert state.depth == 3 and len(dropdown.choices) == 3 and "other.safetensors" in status
     assert picker.value == "tscam" and [name for _, name in picker.choices][:3] == ["tscam", "trans_attention", "trans_cam"]
     back = two_models.choose_model("tiny.safetensors", None, "tscam", 0.5, "jet")
-    assert back[1].visible is True and back[6] is None  # no image yet: nothing explained
+    assert back[1].visible is True and back[6] is None and back[4] == 0.1  # no image yet: nothing explained
     with pytest.raises(gr.Error, match="no model 'absent'"):
         two_models.choose_model("absent", photo, "tscam", 0.5, "jet")
+
+
+def test_switching_the_model_keeps_the_method_at_the_threshold_it_validated_best_at(two_models, photo):
+    """The picked map's own validation threshold on the new model; a map it never compared: its default."""
+    assert two_models.choose_model("other.safetensors", photo, "trans_attention", 0.5, "jet")[4] == 0.4
+    assert two_models.choose_model("other.safetensors", photo, "rollout", 0.5, "jet")[4] == 0.25
 
 
 def test_the_page_says_what_the_model_knows_and_warns_on_a_low_score(handlers, photo, model):

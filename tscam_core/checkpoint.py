@@ -87,21 +87,32 @@ class ModelInfo:
                 return float(value), why
         return PAPER_THRESHOLD, "the paper's (the checkpoint records none of its own)"
 
+    def map_scores(self) -> dict[str, dict]:
+        """Each map variant's best GT-known Loc on the checkpoint's validation images and its threshold
+        there (``evaluation.validation.maps``, written by training); empty where it compared none."""
+        validation = self.evaluation.get("validation")
+        scores = validation.get("maps") if isinstance(validation, dict) else None
+        return scores if isinstance(scores, dict) else {}
+
+    def map_threshold(self, variant: str) -> float:
+        """The CAM threshold to draw ``variant``'s boxes at: the one it scores best with on the checkpoint's
+        validation images where training compared the maps, else ``default_threshold``'s."""
+        scores = self.map_scores()
+        return float(scores[variant]["best_threshold"]) if variant in scores else self.default_threshold()[0]
+
     def best_map(self) -> tuple[MapSpec, float, str]:
         """The map to open on, its CAM threshold and why: the variant with the best GT-known Loc on the
         checkpoint's validation images (the paper's ordering of the maps need not hold for every model),
         else the model's own map at ``default_threshold``."""
-        validation = self.evaluation.get("validation")
-        scores = validation.get("maps") if isinstance(validation, dict) else None
+        scores = self.map_scores()
         own = MapSpec(CAM_VARIANTS[0] if self.family == "cnn_cam" else VARIANTS[0])
-        if not isinstance(scores, dict) or own.variant not in scores:
+        if own.variant not in scores:
             threshold, why = self.default_threshold()
             return own, threshold, f"the model's own map (the checkpoint compares no maps); threshold {why}"
         best = max(scores, key=lambda variant: scores[variant]["gt_known_loc_best"])  # the first wins ties
-        chosen = MapSpec(best)
         ranking = ", ".join(f"{MapSpec(v).label} {scores[v]['gt_known_loc_best']:.1%}"
                             for v in sorted(scores, key=lambda v: -scores[v]["gt_known_loc_best"]))
-        return chosen, float(scores[best]["best_threshold"]), (
+        return MapSpec(best), self.map_threshold(best), (
             f"the map that localizes best on the checkpoint's validation images (GT-known Loc: {ranking}), "
             "at the threshold it scores best with there")
 
