@@ -4,8 +4,8 @@
 
 For deit_small_patch16_224 (random weights, 200 classes as CUB) and the shipped checkpoint, at
 224 px (the shipped model at its own input size) and batch sizes 1 and 16: each method that fits
-the model makes the maps of one class per image (the top-1 predicted class), timed interleaved
-with every other method and with TS-CAM's explain (the maps of every class from one forward), the
+the model (and SCM's, on an SCM twin of the model: ``scm_twin``) makes the maps of one class per
+image (the top-1 predicted class), timed interleaved with every other method and with TS-CAM's explain (the maps of every class from one forward), the
 ratios taken against explain. Writes the costs as JSON, which scripts/make_results_doc.py reads
 for its methods table, and prints them.
 """
@@ -13,6 +13,7 @@ for its methods table, and prints them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -23,24 +24,37 @@ import torch
 from benchmarks import measure
 from benchmarks.gradcam_compare import explain_all_classes
 from benchmarks.report import Row, markdown_table
-from tscam_core import TSCAM, methods
+from tscam_core import TSCAM, build_model, methods
 from tscam_core.report.methods_table import MethodCost
+from tscam_core.scm import SCM, CalibrationSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "benchmarks" / "methods.json"
-METHOD = ("every method of tscam_core.methods that fits the model (methods.available), called as the registry "
+METHOD = ("every method of tscam_core.methods that fits the model (methods.available; SCM's on an SCM model of the "
+          "same backbone), called as the registry "
           "calls it for the top-1 class of each image of one fixed random batch, interleaved with one another and "
           "with explain's maps of every class (M_c); ratios against explain")
 
 
+def scm_twin(model: TSCAM) -> SCM:
+    """An SCM model of ``model``'s architecture, untrained: SCM's map needs an SCM model, and what it costs
+    depends on the shapes, which the twin shares, not on the weights."""
+    info = dataclasses.replace(model.info, family="scm", scm=CalibrationSettings().to_dict())
+    return build_model(info).to(next(model.parameters()).device).eval()
+
+
 def method_costs(model: TSCAM, label: str, batch: int, size: tuple[int, int], budget: measure.Budget) -> list[MethodCost]:
-    """Each fitting method's time per image and peak memory at ``batch``, beside explain's, from one interleaved run."""
+    """Each method's time per image and peak memory at ``batch``, beside explain's, from one interleaved run:
+    every method that fits the model, and SCM's on its twin (``scm_twin``) where the model is not SCM's."""
     images = measure.random_images(batch, size, budget.device)
     with torch.no_grad():
         classes = model(images).argmax(dim=1, keepdim=True)
-    fitting = methods.available(model)
+    subjects = {method.name: (method, model) for method in methods.available(model)}
+    scm = methods.get("scm")
+    subjects.setdefault(scm.name, (scm, scm_twin(model)))
+    fitting = [method for method, _ in subjects.values()]
     candidates = {"explain": lambda: explain_all_classes(model, images)}
-    candidates |= {method.name: (lambda method=method: method(model, images, classes)) for method in fitting}
+    candidates |= {name: (lambda method=method, on=on: method(on, images, classes)) for name, (method, on) in subjects.items()}
     timings = measure.time_interleaved(candidates, budget.repeats, budget.warmup, budget.device)
     memory = {name: measure.peak_memory(call, budget.device) for name, call in candidates.items()}
     info = model.info
