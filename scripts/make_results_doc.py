@@ -2,7 +2,8 @@
 
     python scripts/make_results_doc.py --checkpoint checkpoints/tscam_fashion.safetensors \\
         --dataset data/fashion-cluttered [--cnn-checkpoint runs/fashion-cnn/best.safetensors] \\
-        [--second-seed-dataset data/fashion-cluttered-seed1] [--methods tscam,rollout,gradcam]
+        [--second-seed-dataset data/fashion-cluttered-seed1] [--methods rollout,gradcam] \\
+        [--scm-checkpoint runs/fashion-scm/best.safetensors]
 
 Every number comes from ``python -m tscam_core.evaluate`` runs (each a subprocess of the command the
 page shows, ``tscam_core/report/runs.py``), every figure with its 95% bootstrap interval over the
@@ -19,9 +20,14 @@ variants its counts.
   without it the row says "not run" and gives the commands that would fill it.
 - ``--second-seed-dataset``: Table 5 again on a test split the generator made with another seed, at
   the same thresholds.
+- Whether the paper's ordering of the maps shows (#17): TS-CAM against A* and S_c alone, paired, and
+  the controlled study of recipes in ``experiments/study.md``.
 - What the reference conventions moved (#18): the main run again under tscam's previous ones.
-- ``--methods``: every named method of ``tscam_core.methods`` (``evaluate --method``), with the cost
-  that ``benchmarks/methods.py`` measured (``--methods-benchmark``).
+- The methods table: TS-CAM, its Table 5 variants and the CNN's CAM from the runs above, then every
+  method ``--methods`` names (``tscam_core.methods``, ``evaluate --method``) and SCM on the checkpoint
+  ``--scm-checkpoint`` gives (``train/run.py --preset fashion-scm --name fashion-scm``), each with its
+  paired GT-known difference from TS-CAM and the cost that ``benchmarks/methods.py`` measured
+  (``--methods-benchmark``).
 
 ``--reuse`` keeps a results folder made by the same command from the same checkpoint file. The
 paper's CUB-200-2011 figures are copied beside the measurements for reference only.
@@ -45,7 +51,7 @@ from tscam_core.loading import load_model
 from tscam_core.metrics import CAM_CURVE_INTERVAL
 from tscam_core.model import TSCAM
 from tscam_core.overlaps import BOX_CONVENTIONS, DEFAULT_BOX_CONVENTION
-from tscam_core.report import conventions, seeds, tables
+from tscam_core.report import conventions, ordering, seeds, tables
 from tscam_core.report.methods_table import MethodRun, matching_costs, methods_table
 from tscam_core.report.runs import EvalRun, run
 from tscam_core.report.table5 import CNN_TRAIN_COMMAND, VARIANT_ROWS, Evaluation, table5, threshold_note
@@ -55,6 +61,8 @@ from tscam_core.results import Results
 REPO = Path(__file__).resolve().parents[1]
 #: The TS-CAM checkpoint's own map, the main run's.
 MAIN_MAP = MapSpec()
+#: The controlled study of training recipes behind the ordering section (issue #17).
+STUDY = Path("experiments/study.md")
 
 
 def in_repo(path: str) -> str:
@@ -104,23 +112,43 @@ class Runs:
         return Chosen(plan, *self.run(plan), val_command)
 
 
-def method_runs(runs: Runs, names: list[str], model: TSCAM) -> list[MethodRun]:
-    """Each registry method on the val split (its threshold chosen there), then on the evaluated split."""
+def method_row(method: methods.Method, chosen: Chosen, checkpoint: str | None = None) -> MethodRun:
+    """``chosen`` as a row of the methods table; ``checkpoint`` names a model other than the page's."""
+    label = method.label + (f" (checkpoint `{in_repo(checkpoint)}`)" if checkpoint else "")
+    return MethodRun(method.name, label, chosen.plan.threshold, chosen.results,
+                     [command for command in (chosen.val_command, chosen.command) if command])
+
+
+def method_run(runs: Runs, name: str, checkpoint: str, model: TSCAM, out: Path) -> Chosen:
+    """Registry method ``name`` of ``model`` on the val split (its threshold chosen there), then on the evaluated split."""
     if not runs.validation:
         raise ValueError("--methods chooses each method's CAM threshold on the dataset's val split, which "
                          f"{runs.args.dataset} lacks (or --threshold fixed one): generate it with --val")
-    rows = []
+    method = methods.get(name)
+    if not method.fits(model):
+        raise ValueError(f"method {name!r} does not fit the checkpoint: it needs "
+                         f"{', '.join(sorted(method.needs))}; choose among "
+                         f"{', '.join(m.name for m in methods.available(model))}")
+    return runs.chosen(runs.plan(checkpoint, out, model.info.default_threshold()[0], method=name))
+
+
+def method_rows(runs: Runs, views: dict[MapSpec, Chosen], cnn: Chosen | None, names: list[str],
+                model: TSCAM) -> list[MethodRun]:
+    """The methods table: TS-CAM and its Table 5 variants (and the CNN's CAM) from their runs above, then
+    each other method named, then SCM on its own checkpoint. None without a val split to choose on."""
+    rows = [method_row(methods.get(spec.key), chosen) for spec, chosen in views.items() if spec.key in methods.names()]
+    if cnn is not None:
+        rows.append(method_row(methods.get("cam"), cnn, runs.args.cnn_checkpoint))
+    shown = {row.name for row in rows}
     for name in names:
-        method = methods.get(name)
-        if not method.fits(model):
-            raise ValueError(f"method {name!r} does not fit the checkpoint: it needs "
-                             f"{', '.join(sorted(method.needs))}; choose among "
-                             f"{', '.join(m.name for m in methods.available(model))}")
-        chosen = runs.chosen(runs.plan(runs.args.checkpoint, suffixed(Path(runs.args.results), f"method-{name}"),
-                                       model.info.default_threshold()[0], method=name))
-        rows.append(MethodRun(name, method.label, chosen.plan.threshold, chosen.results,
-                              [chosen.val_command, chosen.command]))
-    return rows
+        if name not in shown:
+            chosen = method_run(runs, name, runs.args.checkpoint, model, suffixed(Path(runs.args.results), f"method-{name}"))
+            rows.append(method_row(methods.get(name), chosen))
+    if runs.args.scm_checkpoint:
+        scm = load_model(runs.args.scm_checkpoint, family="scm")
+        chosen = method_run(runs, "scm", runs.args.scm_checkpoint, scm, Path(runs.args.scm_results))
+        rows.append(method_row(methods.get("scm"), chosen, runs.args.scm_checkpoint))
+    return rows if runs.validation else []
 
 
 def fig7(results: Results, path: Path) -> None:
@@ -195,6 +223,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cnn-checkpoint", help="a CNN CAM checkpoint (train/run.py --preset fashion-cnn) for "
                                                  "Table 5's CAM row; without it the row says 'not run'")
     parser.add_argument("--cnn-results", default="results/benchmark-cnn", help="results folder of its evaluation")
+    parser.add_argument("--scm-checkpoint", help="an SCM checkpoint (train/run.py --preset fashion-scm) for the "
+                                                 "methods table's SCM row")
+    parser.add_argument("--scm-results", default="results/benchmark-scm", help="results folder of its evaluation")
     parser.add_argument("--second-seed-dataset", help="the benchmark generated with another seed "
                                                       "(python -m tscam_core.datasets.fashion --seed 1 ...): Table 5 "
                                                       "on its test split at the same thresholds")
@@ -207,6 +238,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def missing_inputs(args: argparse.Namespace) -> list[str]:
     paths = [("checkpoint", args.checkpoint), ("dataset", args.dataset), ("CNN checkpoint", args.cnn_checkpoint),
+             ("SCM checkpoint", args.scm_checkpoint),
              ("second-seed dataset", args.second_seed_dataset)]
     return [f"{what} {path}" for what, path in paths if path and not Path(path).exists()]
 
@@ -218,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print("cannot write the results document; missing: " + ", ".join(missing), file=sys.stderr)
         hints = {"checkpoint": "train one (train/run.py) or pass --checkpoint", "CNN": f"train it: {CNN_TRAIN_COMMAND}",
+                 "SCM": "train it: python train/run.py --preset fashion-scm --name fashion-scm",
                  "dataset": "generate it: python -m tscam_core.datasets.fashion --out data/fashion-cluttered --val 1000",
                  "second-seed": "generate it: python -m tscam_core.datasets.fashion --out data/fashion-cluttered-seed1 "
                                 "--seed 1 --train 0 --test 2000"}
@@ -242,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         previous = runs.run(dataclasses.replace(main_run.plan, out=suffixed(results, "previous-conventions"),
                                                 **conventions.PREVIOUS_CONVENTIONS))
         names = [name.strip() for name in args.methods.split(",") if name.strip()]
-        method_rows = method_runs(runs, names, model) if names else []
+        table = method_rows(runs, {MAIN_MAP: main_run, **variants}, cnn, names, model)
     except (TSCAMError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -259,10 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     cnn_evaluation = Evaluation(cnn.results, cnn.command, parameters(cnn_model), cnn_model.info) if cnn else None
     costs, benchmark = matching_costs(Path(args.methods_benchmark), model.info)
     r = tscam.results
+    attention, semantic = (variants.get(MapSpec(variant)) for variant in ("trans_attention", "trans_cam"))
+    order = ordering.ordering_section(r, attention.results, semantic.results, STUDY) if attention and semantic else []
     sections = [tables.main_table(r),
                 table5(tscam, {spec: c.results for spec, c in variants.items()}, cnn_evaluation, note,
                        script_command.strip()),
-                second, methods_table(method_rows, costs, benchmark) if method_rows else [], tables.layer_table(r),
+                second, order, methods_table(table, costs, benchmark) if table else [], tables.layer_table(r),
                 tables.iou_table(r, figure, doc), tables.error_table(r, cnn.results if cnn else None),
                 tables.choe_table(r), tables.cam_threshold_table(r),
                 conventions.conventions_table(r, previous[0], [tscam.command, previous[1]])]

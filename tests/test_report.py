@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from tscam_core import methods
 from tscam_core.datasets import TorchWSOL, collate, open_dataset
 from tscam_core.datasets.fashion import generate
 from tscam_core.evaluate import EvalSettings, evaluate
@@ -32,6 +33,7 @@ from tscam_core.report.columns import (
 from tscam_core.report.conventions import PREVIOUS_CONVENTIONS, conventions_table
 from tscam_core.report.markdown import cell
 from tscam_core.report.methods_table import MethodCost, MethodRun, matching_costs, methods_table
+from tscam_core.report.ordering import study_sections, verdict
 from tscam_core.report.seeds import SeedPair, seed_table
 from tscam_core.report.table5 import Evaluation, table5, threshold_note
 from tscam_core.report.thresholds import has_validation, validation_threshold
@@ -109,7 +111,7 @@ def test_a_val_run_chooses_the_threshold_training_chooses_on_the_same_images(set
                         collate_fn=collate)
     config = TrainConfig()
     for spec in (MapSpec("tscam"), MapSpec("trans_attention"), MapSpec("trans_cam")):
-        chosen = validate(model, loader, config.thresholds(), config.threshold, spec=spec)["best_threshold"]
+        chosen = validate(model, loader, config.thresholds(), config.threshold, method=methods.get(spec.key))["best_threshold"]
         assert validation_threshold(run(setup, f"agree-{spec.key}", split="val", map=spec)) == pytest.approx(chosen)
 
 
@@ -196,7 +198,7 @@ def test_the_methods_table_shows_each_method_at_its_val_threshold_with_its_cost(
         runs.append(MethodRun(name, MapSpec(name).label, threshold, test, [["val", name], ["test", name]]))
     size = tuple(model.info.transform.input_size)
     measured = method_costs(model, "tiny", 16, size, Budget(torch.device("cpu"), 1, 0))
-    assert {cost.method for cost in measured} >= {"tscam", "trans_attention", "gradcam", "rollout"}
+    assert {cost.method for cost in measured} >= {"tscam", "trans_attention", "gradcam", "rollout", "scm"}  # scm: on its twin
     write_json(tmp_path / "methods.json", measured, "python benchmarks/methods.py --quick", torch.device("cpu"))
     costs, command = matching_costs(tmp_path / "methods.json", model.info)
     assert command == "python benchmarks/methods.py --quick" and set(costs) == {c.method for c in measured}
@@ -226,3 +228,16 @@ def test_columns_index_by_image_id(main_run):
     hits = column_hits(main_run, "gt_known")
     assert list(hits.index) == main_run.per_image["image_id"].astype(str).tolist()
     assert isinstance(hits, pd.Series) and set(np.unique(hits.to_numpy())) <= {0.0, 1.0}
+
+
+def test_the_ordering_sentence_follows_the_paired_interval():
+    assert verdict(Interval(-0.2, -0.25, -0.15, 0.95), "A*") == "localizes **worse** than A*"
+    assert verdict(Interval(0.1, 0.05, 0.15, 0.95), "A*").startswith("localizes **better** than A*")
+    assert verdict(Interval(0.01, -0.02, 0.04, 0.95), "A*") == "cannot be told apart from A* on these images"
+
+
+def test_the_study_comes_in_with_its_sections_one_level_down(tmp_path):
+    study = tmp_path / "study.md"
+    study.write_text("# Title\nintro\n## Setup\n- a\n### Rows\nx\n## Notes\nleft out\n## Limits\n- l\n")
+    assert study_sections(study) == ["### Setup", "- a", "#### Rows", "x", "### Limits", "- l"]
+    assert study_sections(tmp_path / "absent.md") == []

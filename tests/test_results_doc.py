@@ -15,7 +15,7 @@ from tscam_core.evaluate import EvalSettings, evaluate
 from tscam_core.explanation import MapSpec
 from tscam_core.loading import load_model
 from tscam_core.report import runs as report_runs
-from tscam_core.report.columns import column_hits, interval
+from tscam_core.report.columns import column_hits, interval, paired
 from tscam_core.report.markdown import cell
 from tscam_core.report.runs import EvalRun
 from tscam_core.report.thresholds import validation_threshold
@@ -78,6 +78,16 @@ def test_document_shows_each_row_from_its_own_run_at_its_val_threshold(trained, 
         ("half_open", 0.01)
     assert "--box-convention half_open" in text and "never on the test split" in text
     assert "## Table 5 on a second draw of the benchmark" in text and "GT-known Loc seed 0" in text
+    to_attention = cell(paired(column_hits(main, "gt_known"),
+                               column_hits(load_results(tmp_path / "results" / "tiny-trans_attention"), "gt_known")))
+    assert f"GT-known Loc difference {to_attention} points" in text and "### What it shows" in text
+    # The methods table holds TS-CAM's maps from the same runs, each paired with TS-CAM on the same images.
+    table = text[text.index("## Localization methods"):].split("\n\n")[1].splitlines()
+    attention = load_results(tmp_path / "results" / "tiny-trans_attention")
+    difference = cell(paired(column_hits(attention, "gt_known"), column_hits(main, "gt_known")))
+    assert [line.split(" | ")[0] for line in table[2:]] == ["| TS-CAM (A* x S_c)", "| TransAttention (A*)",
+                                                           "| TransCAM (S_c)"]
+    assert table[3].split(" | ")[2:4] == [cell(interval(column_hits(attention, "gt_known"))), difference]
 
 
 def test_methods_need_a_val_split_and_a_method_that_fits(trained, tmp_path):
@@ -86,14 +96,15 @@ def test_methods_need_a_val_split_and_a_method_that_fits(trained, tmp_path):
     model = load_model(checkpoint)
     args = argparse.Namespace(threshold=None, dataset=str(root / "second"), split="test", checkpoint=str(checkpoint),
                               results=str(tmp_path / "r"))
+    with_val = script.Runs(argparse.Namespace(**{**vars(args), "dataset": str(root / "draw")}))
     with pytest.raises(ValueError, match="chooses each method's CAM threshold on the dataset's val split"):
-        script.method_runs(script.Runs(args), ["rollout"], model)
+        script.method_run(script.Runs(args), "rollout", str(checkpoint), model, tmp_path / "rollout")
     with pytest.raises(ValueError, match="method 'cam' does not fit the checkpoint"):
-        script.method_runs(script.Runs(argparse.Namespace(**{**vars(args), "dataset": str(root / "draw")})),
-                           ["cam"], model)
+        script.method_run(with_val, "cam", str(checkpoint), model, tmp_path / "cam")
+    with pytest.raises(ValueError, match="method 'scm' does not fit the checkpoint"):
+        script.method_run(with_val, "scm", str(checkpoint), model, tmp_path / "scm")
     with pytest.raises(ValueError, match="unknown method 'nothing'"):
-        script.method_runs(script.Runs(argparse.Namespace(**{**vars(args), "dataset": str(root / "draw")})),
-                           ["nothing"], model)
+        script.method_run(with_val, "nothing", str(checkpoint), model, tmp_path / "nothing")
 
 
 def test_reuse_keeps_only_a_run_of_the_same_images(trained, tmp_path, monkeypatch):

@@ -93,11 +93,16 @@ def methods_table(runs: list[MethodRun], costs: dict[str, MethodCost], benchmark
                          difference, pct(measured.maxboxacc_v2.mean if measured.maxboxacc_v2 else None),
                          pct(measured.pxap), f"{run.threshold:g}", *cost_cells(costs.get(run.name))))
     lines += ["", "Each method's CAM threshold is the one at which its GT-known Loc is best on the val split "
-              "(an evaluation of that split, then one of the test split at that threshold). MaxBoxAccV2 and PxAP "
+              "(an evaluation of that split, then one of the test split at that threshold). A row that names a "
+              "checkpoint is that model's (CNN CAM and SCM are trained as the shipped one by `train/run.py --preset "
+              "fashion-cnn` or `fashion-scm`), scored on the same images, so its difference from TS-CAM is paired "
+              "too. MaxBoxAccV2 and PxAP "
               "have no interval (no per-image column). Cost: the maps of one class per image, median time and peak "
               "memory beside TS-CAM's explain (the maps of every class from one forward), measured side by side"
               + (" by:" if benchmark else "; not measured for this architecture: run `python benchmarks/methods.py`."),
               ""]
     if benchmark:
         lines += ["```", benchmark, "```", ""]
-    return lines + ["The evaluations:", "", "```", *(shlex.join(c) for run in runs for c in run.commands), "```"]
+    lines += ["The same table for an ImageNet DeiT-S (ILSVRC 2012 val) has not been made: it needs the ILSVRC images "
+              "and a GPU machine, which the machines that wrote this page did not have. The evaluations:"]
+    return lines + ["", "```", *(shlex.join(c) for run in runs for c in run.commands), "```"]
