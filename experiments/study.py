@@ -5,7 +5,7 @@ One run = stage 1 (plain Fashion-MNIST classification, the ImageNet analogue) th
 rendered from Fashion-MNIST *test* items that no stage trained on (the generator's test stream
 from index --val-start on, past the official test split's images).
 
-    PYTHONPATH=. python experiments/study.py --name A --stage1-head gap
+    python experiments/study.py --name A --stage1-head gap
 """
 
 from __future__ import annotations

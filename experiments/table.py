@@ -1,7 +1,7 @@
 """The study's table from its runs' JSON files, with bootstrap 95% intervals over the held-out images.
 
-    PYTHONPATH=. python experiments/table.py /tmp/study/runs/*.json
-    PYTHONPATH=. python experiments/table.py --paired /tmp/study/runs/F.json /tmp/study/runs/G.json
+    python experiments/table.py /tmp/study/runs/*.json
+    python experiments/table.py --paired /tmp/study/runs/F.json /tmp/study/runs/G.json
 
 ``--paired A B``: A minus B on the same held-out images, per image, for every figure of both runs.
 """
