@@ -136,6 +136,8 @@ def method_rows(runs: Runs, views: dict[MapSpec, Chosen], cnn: Chosen | None, na
                 model: TSCAM) -> list[MethodRun]:
     """The methods table: TS-CAM and its Table 5 variants (and the CNN's CAM) from their runs above, then
     each other method named, then SCM on its own checkpoint. None without a val split to choose on."""
+    if not runs.validation and not (names or runs.args.scm_checkpoint):
+        return []  # nothing asked for needs one (a method named without a val split is refused by method_run)
     rows = [method_row(methods.get(spec.key), chosen) for spec, chosen in views.items() if spec.key in methods.names()]
     if cnn is not None:
         rows.append(method_row(methods.get("cam"), cnn, runs.args.cnn_checkpoint))
@@ -148,7 +150,7 @@ def method_rows(runs: Runs, views: dict[MapSpec, Chosen], cnn: Chosen | None, na
         scm = load_model(runs.args.scm_checkpoint, family="scm")
         chosen = method_run(runs, "scm", runs.args.scm_checkpoint, scm, Path(runs.args.scm_results))
         rows.append(method_row(methods.get("scm"), chosen, runs.args.scm_checkpoint))
-    return rows if runs.validation else []
+    return rows
 
 
 def fig7(results: Results, path: Path) -> None:

@@ -78,12 +78,11 @@ def test_document_shows_each_row_from_its_own_run_at_its_val_threshold(trained, 
         ("half_open", 0.01)
     assert "--box-convention half_open" in text and "never on the test split" in text
     assert "## Table 5 on a second draw of the benchmark" in text and "GT-known Loc seed 0" in text
-    to_attention = cell(paired(column_hits(main, "gt_known"),
-                               column_hits(load_results(tmp_path / "results" / "tiny-trans_attention"), "gt_known")))
+    attention = load_results(tmp_path / "results" / "tiny-trans_attention")
+    to_attention = cell(paired(column_hits(main, "gt_known"), column_hits(attention, "gt_known")))
     assert f"GT-known Loc difference {to_attention} points" in text and "### What it shows" in text
     # The methods table holds TS-CAM's maps from the same runs, each paired with TS-CAM on the same images.
     table = text[text.index("## Localization methods"):].split("\n\n")[1].splitlines()
-    attention = load_results(tmp_path / "results" / "tiny-trans_attention")
     difference = cell(paired(column_hits(attention, "gt_known"), column_hits(main, "gt_known")))
     assert [line.split(" | ")[0] for line in table[2:]] == ["| TS-CAM (A* x S_c)", "| TransAttention (A*)",
                                                            "| TransCAM (S_c)"]
