@@ -5,9 +5,9 @@
 For deit_small_patch16_224 (random weights, 200 classes as CUB) and the shipped checkpoint, at
 224 px (the shipped model at its own input size) and batch sizes 1 and 16: each method that fits
 the model (and SCM's, on an SCM twin of the model: ``scm_twin``) makes the maps of one class per
-image (the top-1 predicted class), timed interleaved with every other method and with TS-CAM's explain (the maps of every class from one forward), the
-ratios taken against explain. Writes the costs as JSON, which scripts/make_results_doc.py reads
-for its methods table, and prints them.
+image (the top-1 predicted class), timed interleaved with every other method and with TS-CAM's
+explain (the maps of every class from one forward), the ratios taken against explain. Writes the
+costs as JSON, which scripts/make_results_doc.py reads for its methods table, and prints them.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ def method_costs(model: TSCAM, label: str, batch: int, size: tuple[int, int], bu
     with torch.no_grad():
         classes = model(images).argmax(dim=1, keepdim=True)
     subjects = {method.name: (method, model) for method in methods.available(model)}
-    scm = methods.get("scm")
-    subjects.setdefault(scm.name, (scm, scm_twin(model)))
+    if "scm" not in subjects:
+        subjects["scm"] = (methods.get("scm"), scm_twin(model))
     fitting = [method for method, _ in subjects.values()]
     candidates = {"explain": lambda: explain_all_classes(model, images)}
     candidates |= {name: (lambda method=method, on=on: method(on, images, classes)) for name, (method, on) in subjects.items()}
