@@ -79,7 +79,8 @@ def optimizer_for(model: torch.nn.Module, lr_backbone: float, lr_head: float, we
          for (head, nd), p in groups.items()], betas=(0.9, 0.99), eps=1e-8)
 
 
-def run_stage(model, batches, epochs: int, steps: int, optimizer, label_smoothing: float, tag: str) -> list[float]:
+def run_stage(model, batches, epochs: int, steps: int, optimizer, label_smoothing: float, tag: str,
+              device: torch.device) -> list[float]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, epochs * steps, int(0.3 * steps), "cosine", 0.01))
     model.train()
@@ -87,7 +88,7 @@ def run_stage(model, batches, epochs: int, steps: int, optimizer, label_smoothin
     for epoch in range(epochs):
         started, total, correct, seen = time.perf_counter(), 0.0, 0, 0
         for images, labels in batches(epoch):
-            result = train_step(model, images, labels, optimizer, label_smoothing=label_smoothing)
+            result = train_step(model, images.to(device), labels.to(device), optimizer, label_smoothing=label_smoothing)
             scheduler.step()
             total += result.loss * result.count
             correct += result.correct
@@ -99,7 +100,7 @@ def run_stage(model, batches, epochs: int, steps: int, optimizer, label_smoothin
 
 
 @torch.no_grad()
-def evaluate(model, images: np.ndarray, labels: np.ndarray, boxes: np.ndarray) -> dict:
+def evaluate(model, images: np.ndarray, labels: np.ndarray, boxes: np.ndarray, device: torch.device) -> dict:
     """Top-1 Cls and GT-known Loc of each map at each CAM threshold; per-image hits kept for intervals."""
     model.eval()
     specs = {"tscam": MapSpec("tscam"), "trans_attention": MapSpec("trans_attention"), "trans_cam": MapSpec("trans_cam")}
@@ -108,10 +109,11 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, boxes: np.ndarray) -
     for start in range(0, len(images), 100):
         batch = normalise(torch.from_numpy(images[start:start + 100]))
         classes = torch.from_numpy(labels[start:start + 100])
-        explanation = model.explain(batch)
-        correct += (explanation.logits.argmax(1) == classes).tolist()
+        explanation = model.explain(batch.to(device))
+        correct += (explanation.logits.argmax(1).cpu() == classes).tolist()
         for name, spec in specs.items():
-            maps = upsample_maps(explanation.maps(spec, classes[:, None])[:, 0].float(), tuple(batch.shape[-2:]))
+            maps = upsample_maps(explanation.maps(spec, classes[:, None].to(device))[:, 0].float().cpu(),
+                                 tuple(batch.shape[-2:]))
             for k in range(len(classes)):
                 ious = largest_box_ious(maps[k], boxes[start + k][None], THRESHOLDS)
                 hits[name].append(ious >= 0.5)
@@ -144,6 +146,7 @@ def main() -> None:
     parser.add_argument("--val-images", type=int, default=1000)
     parser.add_argument("--val-start", type=int, default=2000, help="first test-stream index (past the official test split)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ...: where the model trains and is scored")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stage1-cache", default="", help="reuse/save the stage-1 weights here")
     parser.add_argument("--out", default="experiments/runs")
@@ -154,16 +157,17 @@ def main() -> None:
                   num_heads=max(1, args.embed_dim // 32))
     arch = "vit_tiny_r_s16_p8_224"
     torch.manual_seed(args.seed)
-    model = create_tscam(arch, 10, **kwargs)
+    device = torch.device(args.device)
+    model = create_tscam(arch, 10, **kwargs).to(device)
     generator = torch.Generator().manual_seed(args.seed)
     times = {}
 
     if args.stage1_head != "none":
         cache = Path(args.stage1_cache) if args.stage1_cache else None
-        stage1 = create_tscam(arch, 10, head_kind="linear", global_pool="token", **kwargs) \
+        stage1 = create_tscam(arch, 10, head_kind="linear", global_pool="token", **kwargs).to(device) \
             if args.stage1_head == "token" else model
         if cache is not None and cache.exists():
-            stage1.load_state_dict(torch.load(cache))
+            stage1.load_state_dict(torch.load(cache, map_location=device))
             print(f"stage 1 weights from {cache}")
         else:
             plain = PlainFashion.from_source(None, args.stage1_size, args.stage1_images, args.seed)
@@ -178,7 +182,7 @@ def main() -> None:
 
             t = time.perf_counter()
             run_stage(stage1, plain_batches, args.stage1_epochs, steps,
-                      optimizer_for(stage1, args.stage1_lr, args.stage1_lr, 0.05), 0.1, "stage 1")
+                      optimizer_for(stage1, args.stage1_lr, args.stage1_lr, 0.05), 0.1, "stage 1", device)
             times["stage1_s"] = round(time.perf_counter() - t)
             if cache is not None:
                 torch.save(stage1.state_dict(), cache)
@@ -198,10 +202,10 @@ def main() -> None:
 
     t = time.perf_counter()
     run_stage(model, cluttered_batches, args.stage2_epochs, steps,
-              optimizer_for(model, args.lr_backbone, args.lr_head, 0.05), 0.1, "stage 2")
+              optimizer_for(model, args.lr_backbone, args.lr_head, 0.05), 0.1, "stage 2", device)
     times["stage2_s"] = round(time.perf_counter() - t)
     val = rendered("test", args.val_start, args.val_images, args.canvas, args.seed)
-    result = evaluate(model, *val)
+    result = evaluate(model, *val, device)
     params = sum(p.numel() for p in model.parameters())
     record = {"name": args.name, "args": vars(args), "params": params, "mb_fp32": round(params * 4 / 2**20, 2),
               **times, "total_s": round(time.perf_counter() - started), **result}
