@@ -232,7 +232,9 @@ def test_results_document_fills_the_cam_row(trained, dataset, tmp_path):
     command = ["python", "-m", "tscam_core.evaluate", "--out", "x"]
 
     cnn_info_saved = read_checkpoint(trained / "best.safetensors")[0]
-    tscam_info = dataclasses.replace(tscam_model.info, recipe={**cnn_info_saved.recipe, "epochs": 9, "arch": "vit"})
+    assert "scm_blocks" in cnn_info_saved.recipe  # every run records SCM's settings; older recipes lack them
+    older = {key: value for key, value in cnn_info_saved.recipe.items() if not key.startswith("scm_")}
+    tscam_info = dataclasses.replace(tscam_model.info, recipe={**older, "epochs": 9, "arch": "vit"})
     main = Evaluation(tscam, command, 5678, tscam_info)
     cnn_run = Evaluation(cnn, ["python", "-m", "tscam_core.evaluate", "--out", "cnn"], 1234, cnn_info_saved)
     text = "\n".join([*table5(main, {}, cnn_run, [], "python scripts/make_results_doc.py"),

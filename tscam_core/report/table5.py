@@ -48,8 +48,9 @@ class Evaluation(NamedTuple):
 
 
 def recipe_differences(cnn: ModelInfo, tscam: ModelInfo) -> list[str]:
-    """Training settings in which the two checkpoints' recipes differ (the model itself aside)."""
-    keys = sorted((set(cnn.recipe) | set(tscam.recipe)) - NOT_RECIPE)
+    """Training settings in which the two checkpoints' recipes differ (the model itself aside: SCM's own
+    settings, ``scm_*``, shape an SCM model, and recipes written before SCM lack them)."""
+    keys = sorted(key for key in (set(cnn.recipe) | set(tscam.recipe)) - NOT_RECIPE if not key.startswith("scm_"))
     return [f"{key} {cnn.recipe.get(key)!r} (TS-CAM: {tscam.recipe.get(key)!r})" for key in keys
             if cnn.recipe.get(key) != tscam.recipe.get(key)]
 
