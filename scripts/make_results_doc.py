@@ -124,11 +124,7 @@ def method_run(runs: Runs, name: str, checkpoint: str, model: TSCAM, out: Path) 
     if not runs.validation:
         raise ValueError("--methods chooses each method's CAM threshold on the dataset's val split, which "
                          f"{runs.args.dataset} lacks (or --threshold fixed one): generate it with --val")
-    method = methods.get(name)
-    if not method.fits(model):
-        raise ValueError(f"method {name!r} does not fit the checkpoint: it needs "
-                         f"{', '.join(sorted(method.needs))}; choose among "
-                         f"{', '.join(m.name for m in methods.available(model))}")
+    methods.for_model(name, model)
     return runs.chosen(runs.plan(checkpoint, out, model.info.default_threshold()[0], method=name))
 
 
@@ -293,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                           main_run.plan.threshold)
     cnn_evaluation = Evaluation(cnn.results, cnn.command, parameters(cnn_model), cnn_model.info) if cnn else None
     costs, benchmark = matching_costs(Path(args.methods_benchmark), model.info)
+    if cnn_model is not None:  # CNN CAM's cost was measured on a CNN of the checkpoint's shape
+        costs |= matching_costs(Path(args.methods_benchmark), cnn_model.info)[0]
     r = tscam.results
     attention, semantic = (variants.get(MapSpec(variant)) for variant in ("trans_attention", "trans_cam"))
     order = ordering.ordering_section(r, attention.results, semantic.results, STUDY) if attention and semantic else []

@@ -98,9 +98,9 @@ def test_methods_need_a_val_split_and_a_method_that_fits(trained, tmp_path):
     with_val = script.Runs(argparse.Namespace(**{**vars(args), "dataset": str(root / "draw")}))
     with pytest.raises(ValueError, match="chooses each method's CAM threshold on the dataset's val split"):
         script.method_run(script.Runs(args), "rollout", str(checkpoint), model, tmp_path / "rollout")
-    with pytest.raises(ValueError, match="method 'cam' does not fit the checkpoint"):
+    with pytest.raises(ValueError, match="method 'cam': map variant 'cam' does not exist for a TS-CAM model"):
         script.method_run(with_val, "cam", str(checkpoint), model, tmp_path / "cam")
-    with pytest.raises(ValueError, match="method 'scm' does not fit the checkpoint"):
+    with pytest.raises(ValueError, match="method 'scm' needs .*; the methods it can give: "):
         script.method_run(with_val, "scm", str(checkpoint), model, tmp_path / "scm")
     with pytest.raises(ValueError, match="unknown method 'nothing'"):
         script.method_run(with_val, "nothing", str(checkpoint), model, tmp_path / "nothing")
