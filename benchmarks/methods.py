@@ -4,7 +4,8 @@
 
 For deit_small_patch16_224 (random weights, 200 classes as CUB) and the shipped checkpoint, at
 224 px (the shipped model at its own input size) and batch sizes 1 and 16: each method that fits
-the model (and SCM's, on an SCM twin of the model: ``scm_twin``) makes the maps of one class per
+the model (SCM's on an SCM twin of the model, ``scm_twin``; CNN CAM's on the CNN trained beside the
+model's architecture, ``cnn_twin``) makes the maps of one class per
 image (the top-1 predicted class), timed interleaved with every other method and with TS-CAM's
 explain (the maps of every class from one forward), the ratios taken against explain. Writes the
 costs as JSON, which scripts/make_results_doc.py reads for its methods table, and prints them.
@@ -24,14 +25,16 @@ import torch
 from benchmarks import measure
 from benchmarks.gradcam_compare import explain_all_classes
 from benchmarks.report import Row, markdown_table
-from tscam_core import TSCAM, build_model, methods
+from tscam_core import TSCAM, ModelInfo, build_model, methods
+from tscam_core.cnn_cam import CNNCAM
+from tscam_core.recipes import PRESETS, preset_config
 from tscam_core.report.methods_table import MethodCost
 from tscam_core.scm import SCM, CalibrationSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "benchmarks" / "methods.json"
 METHOD = ("every method of tscam_core.methods that fits the model (methods.available; SCM's on an SCM model of the "
-          "same backbone), called as the registry "
+          "same backbone; CNN CAM's on the CNN preset trained beside the model's architecture, if any), called as the registry "
           "calls it for the top-1 class of each image of one fixed random batch, interleaved with one another and "
           "with explain's maps of every class (M_c); ratios against explain")
 
@@ -43,25 +46,42 @@ def scm_twin(model: TSCAM) -> SCM:
     return build_model(info).to(next(model.parameters()).device).eval()
 
 
+#: The CNN preset whose checkpoint the methods table sets beside a TS-CAM architecture (its CNN CAM row).
+CNN_BESIDE = {PRESETS["fashion"]["arch"]: "fashion-cnn"}
+
+
+def cnn_twin(model: TSCAM) -> CNNCAM | None:
+    """The CNN trained beside ``model``'s architecture (``CNN_BESIDE``), untrained, or None where there is
+    none: CNN CAM's row in the methods table is that CNN's, so its cost is measured on that shape."""
+    preset = CNN_BESIDE.get(model.info.arch)
+    if preset is None:
+        return None
+    config = preset_config(preset)
+    info = ModelInfo(config.arch, model.info.num_classes, timm_kwargs=config.timm_kwargs(), family="cnn_cam")
+    return build_model(info).to(next(model.parameters()).device).eval()
+
+
 def method_costs(model: TSCAM, label: str, batch: int, size: tuple[int, int], budget: measure.Budget) -> list[MethodCost]:
     """Each method's time per image and peak memory at ``batch``, beside explain's, from one interleaved run:
-    every method that fits the model, and SCM's on its twin (``scm_twin``) where the model is not SCM's."""
+    every method that fits the model, SCM's on its twin (``scm_twin``) where the model is not SCM's, and
+    CNN CAM's on ``cnn_twin``'s CNN where there is one; each cost names the architecture it ran on."""
     images = measure.random_images(batch, size, budget.device)
     with torch.no_grad():
         classes = model(images).argmax(dim=1, keepdim=True)
     subjects = {method.name: (method, model) for method in methods.available(model)}
     if "scm" not in subjects:
         subjects["scm"] = (methods.get("scm"), scm_twin(model))
-    fitting = [method for method, _ in subjects.values()]
+    cnn = None if "cam" in subjects else cnn_twin(model)
+    if cnn is not None:
+        subjects["cam"] = (methods.get("cam"), cnn)
     candidates = {"explain": lambda: explain_all_classes(model, images)}
     candidates |= {name: (lambda method=method, on=on: method(on, images, classes)) for name, (method, on) in subjects.items()}
     timings = measure.time_interleaved(candidates, budget.repeats, budget.warmup, budget.device)
     memory = {name: measure.peak_memory(call, budget.device) for name, call in candidates.items()}
-    info = model.info
-    return [MethodCost(label, info.arch, tuple(size), info.num_classes, batch, method.name,
-                       1e3 * timings.median(method.name) / batch, memory[method.name],
-                       timings.ratio(method.name, "explain"), memory[method.name] / memory["explain"])
-            for method in fitting]
+    return [MethodCost(label, on.info.arch, tuple(size), on.info.num_classes, batch, name,
+                       1e3 * timings.median(name) / batch, memory[name],
+                       timings.ratio(name, "explain"), memory[name] / memory["explain"])
+            for name, (_, on) in subjects.items()]
 
 
 def rows(costs: list[MethodCost]) -> list[Row]:

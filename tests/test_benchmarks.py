@@ -151,3 +151,28 @@ def test_section_five_runs_for_two_models_in_one_work_folder(tmp_path):
     for subject in (tiny_subject(), tiny_subject(5)):
         [row] = evaluation_speed(subject.model, subject.label, 4, 8, budget, tmp_path)
         assert row.section == 5 and row.value > 0 and "beyond the forward" in row.detail
+
+
+def test_cnn_cams_cost_is_measured_on_the_cnn_trained_beside_the_model(tmp_path):
+    """The methods table's CNN CAM row is the fashion-cnn checkpoint's: its cost comes from a CNN of that
+    shape, recorded under the CNN's architecture so that the row finds it; other models have no such CNN."""
+    from benchmarks.methods import cnn_twin, method_costs, write_json
+    from tscam_core.recipes import preset_config
+    from tscam_core.report.methods_table import matching_costs
+
+    fashion, cnn_config = preset_config("fashion"), preset_config("fashion-cnn")
+    preprocess = Preprocess((64, 64), (64, 64)).to_config()
+    torch.manual_seed(0)
+    model = build_model(ModelInfo(fashion.arch, 10, timm_kwargs=fashion.timm_kwargs(), preprocess=preprocess)).eval()
+    cnn = cnn_twin(model)
+    assert cnn is not None and (cnn.info.arch, cnn.info.family) == (cnn_config.arch, "cnn_cam")
+    measured = method_costs(model, "fashion", 16, (64, 64), Budget(CPU, 1, 0))
+    costs = {cost.method: cost for cost in measured}
+    assert costs["cam"].arch == cnn_config.arch and costs["tscam"].arch == costs["scm"].arch == fashion.arch
+    assert costs["cam"].ms_per_image > 0 and costs["cam"].peak_memory_bytes > 0
+    write_json(tmp_path / "methods.json", measured, "python benchmarks/methods.py", CPU)
+    cnn_info = ModelInfo(cnn_config.arch, 10, timm_kwargs=cnn_config.timm_kwargs(), family="cnn_cam",
+                         preprocess=preprocess)
+    found, _ = matching_costs(tmp_path / "methods.json", cnn_info)
+    assert set(found) == {"cam"}  # only the CNN's cost, not the ViT's methods, is the CNN row's
+    assert cnn_twin(tiny_subject().model) is None
