@@ -104,5 +104,6 @@ def methods_table(runs: list[MethodRun], costs: dict[str, MethodCost], benchmark
     if benchmark:
         lines += ["```", benchmark, "```", ""]
     lines += ["The same table for an ImageNet DeiT-S (ILSVRC 2012 val) has not been made: it needs the ILSVRC images "
-              "and a GPU machine, which the machines that wrote this page did not have. The evaluations:"]
+              "and an ImageNet-trained DeiT-S's weights, which no machine of this project holds or can download (the "
+              "GPU machine sometimes lent reaches nothing outside itself). The evaluations:"]
     return lines + ["", "```", *(shlex.join(c) for run in runs for c in run.commands), "```"]
