@@ -288,9 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     note = threshold_note([c.val_command for c in chosen if c.val_command], [c.command for c in variants.values()],
                           main_run.plan.threshold)
     cnn_evaluation = Evaluation(cnn.results, cnn.command, parameters(cnn_model), cnn_model.info) if cnn else None
-    costs, benchmark = matching_costs(Path(args.methods_benchmark), model.info)
-    if cnn_model is not None:  # CNN CAM's cost was measured on a CNN of the checkpoint's shape
-        costs |= matching_costs(Path(args.methods_benchmark), cnn_model.info)[0]
+    costs, benchmark = matching_costs(Path(args.methods_benchmark), model.info, *([cnn_model.info] if cnn else []))
     r = tscam.results
     attention, semantic = (variants.get(MapSpec(variant)) for variant in ("trans_attention", "trans_cam"))
     order = ordering.ordering_section(r, attention.results, semantic.results, STUDY) if attention and semantic else []

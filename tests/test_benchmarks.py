@@ -175,4 +175,6 @@ def test_cnn_cams_cost_is_measured_on_the_cnn_trained_beside_the_model(tmp_path)
                          preprocess=preprocess)
     found, _ = matching_costs(tmp_path / "methods.json", cnn_info)
     assert set(found) == {"cam"}  # only the CNN's cost, not the ViT's methods, is the CNN row's
+    both, _ = matching_costs(tmp_path / "methods.json", model.info, cnn_info)  # the page's rows: both models
+    assert set(both) == set(costs) and both["cam"] == costs["cam"] and both["tscam"] == costs["tscam"]
     assert cnn_twin(tiny_subject().model) is None

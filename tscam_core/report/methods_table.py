@@ -48,15 +48,16 @@ class MethodCost:
         return asdict(self)
 
 
-def matching_costs(path: Path, info: ModelInfo) -> tuple[dict[str, MethodCost], str | None]:
-    """The benchmark's costs at ``TABLE_BATCH`` on a model shaped as ``info`` (architecture, input size,
-    classes), by method, and the command that measured them; empty where the file or such a model is missing."""
+def matching_costs(path: Path, *infos: ModelInfo) -> tuple[dict[str, MethodCost], str | None]:
+    """The benchmark's costs at ``TABLE_BATCH`` on a model shaped as one of ``infos`` (architecture, input
+    size, classes: the table's rows come from several checkpoints, a CNN's among them), by method, and
+    the command that measured them; empty where the file or such a model is missing."""
     if not path.is_file():
         return {}, None
     data = json.loads(path.read_text(encoding="utf-8"))
-    shape = (info.arch, tuple(info.transform.input_size), info.num_classes)
+    shapes = {(info.arch, tuple(info.transform.input_size), info.num_classes) for info in infos}
     costs = {cost.method: cost for cost in map(MethodCost.from_dict, data["costs"])
-             if (cost.arch, cost.input_size, cost.num_classes) == shape and cost.batch == TABLE_BATCH}
+             if (cost.arch, cost.input_size, cost.num_classes) in shapes and cost.batch == TABLE_BATCH}
     return costs, data.get("command")
 
 
